@@ -1,0 +1,94 @@
+import { invalidOptionRange, invalidOptionType } from './errors.js'
+import { resolveOptions, SHUTDOWN_OPTION_NAMES, type ShutdownOptions } from './options.js'
+import { createShutdownFrom, isShutdown, type Shutdown } from './shutdown.js'
+
+/** `health: true` serves `/readyz` and `/livez`; an object picks the paths. */
+export type HealthOption = boolean | { readyPath?: string; livePath?: string }
+
+/** Options every adapter takes: the core options, or an existing `shutdown`, plus `health`. */
+export interface AdapterOptions extends ShutdownOptions {
+  /** Use this Shutdown (one for several apps or servers) instead of creating one; core options are then not allowed. */
+  shutdown?: Shutdown
+  /** Serve `GET`/`HEAD` readiness (200 while serving, 503 from the signal on) and liveness (always 200) probes. Default false. */
+  health?: HealthOption
+}
+
+/** Resolved health paths, or `undefined` when probes are off. */
+export interface HealthPaths {
+  readonly readyPath: string
+  readonly livePath: string
+}
+
+/** An answer an adapter writes raw. */
+export interface RawAnswer {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string
+}
+
+/**
+ * Validates adapter options at creation time and returns the Shutdown to use and the health paths.
+ * Shared by every adapter so the rules (and messages) are the same everywhere.
+ */
+export function resolveAdapterOptions(options: AdapterOptions | undefined): { shutdown: Shutdown; health: HealthPaths | undefined } {
+  if (options === undefined) options = {}
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw invalidOptionType('options', 'an object', options)
+  }
+  const { shutdown: given, health, ...core } = options
+  const health_ = resolveHealth(health)
+  if (given !== undefined) {
+    if (!isShutdown(given)) throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given)
+    const extra = Object.keys(core).find((key) => (SHUTDOWN_OPTION_NAMES as readonly string[]).includes(key))
+    if (extra !== undefined) {
+      throw invalidOptionType(extra, 'set on the given "shutdown" (createShutdown) rather than beside it', core[extra as keyof typeof core])
+    }
+  }
+  // Unknown keys are reported against the full list, adapter keys included.
+  const resolved = resolveOptions(core, ['shutdown', 'health'])
+  return { shutdown: given ?? createShutdownFrom(resolved), health: health_ }
+}
+
+function resolveHealth(value: unknown): HealthPaths | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return { readyPath: '/readyz', livePath: '/livez' }
+  const expected = 'true, false or an object { readyPath?, livePath? }'
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidOptionType('health', expected, value)
+  const paths = value as Record<string, unknown>
+  for (const key of Object.keys(paths)) {
+    if (key !== 'readyPath' && key !== 'livePath') throw invalidOptionType(`health.${key}`, 'not set: known keys are readyPath and livePath', paths[key])
+  }
+  const path = (name: 'readyPath' | 'livePath', fallback: string): string => {
+    const given = paths[name]
+    if (given === undefined) return fallback
+    if (typeof given !== 'string') throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given)
+    if (!given.startsWith('/')) throw invalidOptionRange(`health.${name}`, 'a path starting with "/"', given)
+    return given
+  }
+  const resolved = { readyPath: path('readyPath', '/readyz'), livePath: path('livePath', '/livez') }
+  if (resolved.readyPath === resolved.livePath) {
+    throw invalidOptionRange('health.livePath', `a path other than readyPath ("${resolved.readyPath}")`, resolved.livePath)
+  }
+  return resolved
+}
+
+/**
+ * The probe answer for `method` and `url`, or `undefined` when the request is not a probe. Probes
+ * bypass the gate and are not counted: readiness 200 while serving and 503 from the signal on
+ * (`{"status":"<state>"}`), liveness 200 for as long as it can be reached.
+ */
+export function healthAnswer(shutdown: Shutdown, health: HealthPaths | undefined, method: string | undefined, url: string | undefined): RawAnswer | undefined {
+  if (health === undefined || (method !== 'GET' && method !== 'HEAD') || url === undefined) return undefined
+  const query = url.indexOf('?')
+  const path = query === -1 ? url : url.slice(0, query)
+  let status: number
+  if (path === health.readyPath) status = shutdown.isReady ? 200 : 503
+  else if (path === health.livePath) status = 200
+  else return undefined
+  const body = JSON.stringify({ status: path === health.livePath ? 'alive' : shutdown.state })
+  return {
+    status,
+    headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store' },
+    body, // Node sends no body for HEAD, only the length
+  }
+}

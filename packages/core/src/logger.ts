@@ -1,0 +1,48 @@
+/**
+ * What the core logs through. Methods are called as methods (`logger.info(...)`), so pino, its child
+ * loggers and `console` all work. Convention: pino's — structured fields first, then the message.
+ */
+export interface Logger {
+  info(fields: Record<string, unknown>, message: string): void
+  warn(fields: Record<string, unknown>, message: string): void
+  error(fields: Record<string, unknown>, message: string): void
+  /** Called, when present, before the watchdog exits the process (pino's `flush`). */
+  flush?(): void
+}
+
+// The default: one readable line per event on stderr, fields left out (they are for structured loggers).
+function line(level: string, message: string, fields: Record<string, unknown>): void {
+  const error = fields.err instanceof Error ? `\n${fields.err.stack ?? String(fields.err)}` : ''
+  console.error(`[lameduck] ${level === 'info' ? '' : `${level}: `}${message}${error}`)
+}
+
+/** The default logger: `[lameduck] message` on stderr; errors with their stack. */
+export const consoleLogger: Logger = {
+  info: (fields, message) => line('info', message, fields),
+  warn: (fields, message) => line('warn', message, fields),
+  error: (fields, message) => line('error', message, fields),
+}
+
+/** `logger: false`. */
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} }
+
+/** Calls the user's logger without letting a throwing logger break the shutdown. */
+export function safeLogger(logger: Logger): Required<Pick<Logger, 'info' | 'warn' | 'error'>> & { flush(): void } {
+  const call = (level: 'info' | 'warn' | 'error') => (fields: Record<string, unknown>, message: string) => {
+    try {
+      logger[level](fields, message)
+    } catch {
+      // A logger that throws must not turn a graceful shutdown into a crash.
+    }
+  }
+  return {
+    info: call('info'),
+    warn: call('warn'),
+    error: call('error'),
+    flush: () => {
+      try {
+        logger.flush?.()
+      } catch {}
+    },
+  }
+}

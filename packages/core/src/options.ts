@@ -1,0 +1,207 @@
+import { constants } from 'node:os'
+import { invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
+import { type Logger, consoleLogger, silentLogger } from './logger.js'
+
+/** What to do with a request arriving on an open connection once stopping has begun. */
+export type LateRequestPolicy = 'serve' | 'refuse'
+
+/** Timers and a clock; tests pass fakes. Handles returned by `setTimeout` are opaque. */
+export interface Clock {
+  now(): number
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+/** Options of {@link createShutdown}. Every one is checked at creation; unknown keys are rejected. */
+export interface ShutdownOptions {
+  /** Milliseconds from the first signal (or `close()`) to the hard deadline for requests and tasks; the drain delay counts inside it. Default 20000. */
+  timeoutMs?: number
+  /** Milliseconds to keep serving, not ready, before the listener closes; lets load balancers route away. Must be below `timeoutMs`. Default 0. */
+  drainDelayMs?: number
+  /** Milliseconds each `onDrain`/`onClose` hook may take unless it sets its own. Default 5000. */
+  hookTimeoutMs?: number
+  /** Cap in milliseconds on each `onClose` hook once the shutdown was forced by a second signal or `force()`. Default 1000. */
+  forcedHookTimeoutMs?: number
+  /** Milliseconds the whole server must have received no request before idle keep-alive sockets are closed, so none is closed under a client about to reuse it. Default 50. */
+  idleGraceMs?: number
+  /** `'serve'` (default): the last request on an open connection is served with `Connection: close`. `'refuse'`: it gets the 503 refusal. */
+  lateRequests?: LateRequestPolicy
+  /** Signals that start the shutdown; `false` installs no listener. Default `['SIGTERM', 'SIGINT']`. */
+  signals?: readonly NodeJS.Signals[] | false
+  /** After a signal-started shutdown: `true` (default) sets `process.exitCode` and lets the process end, with a watchdog; `false` leaves the process alone; a function is called with the exit code instead. */
+  exit?: boolean | ((code: number) => void)
+  /** Exit codes: `graceful` (default 0) and `failed` (default 1: forced drain or a hook failed). A non-zero `process.exitCode` set by the app is kept. */
+  exitCodes?: { graceful?: number; failed?: number }
+  /** Milliseconds after the shutdown ends before the unref'd watchdog logs what holds the event loop and calls `process.exit`. Default 1000. */
+  exitWatchdogMs?: number
+  /** Seconds in the refusal's `Retry-After` header. Default 5. */
+  retryAfterSeconds?: number
+  /** Milliseconds between progress lines while stopping; 0 turns them off. Default 1000. */
+  progressIntervalMs?: number
+  /** `info`/`warn`/`error` called as methods with `(fields, message)` — pino's convention; `console` works too. `false` silences. Default: one line per event on stderr. */
+  logger?: Logger | false
+  /** Clock and timers (tests inject fakes). Default: `Date.now`, `setTimeout`, `clearTimeout`. */
+  clock?: Clock
+}
+
+/** Options after validation, defaults applied. */
+export interface ResolvedOptions {
+  timeoutMs: number
+  drainDelayMs: number
+  hookTimeoutMs: number
+  forcedHookTimeoutMs: number
+  idleGraceMs: number
+  lateRequests: LateRequestPolicy
+  signals: readonly NodeJS.Signals[]
+  exit: boolean | ((code: number) => void)
+  exitCodes: { graceful: number; failed: number }
+  exitWatchdogMs: number
+  retryAfterSeconds: number
+  progressIntervalMs: number
+  logger: Logger
+  clock: Clock
+}
+
+/** Option names of {@link ShutdownOptions}, the list unknown keys are checked against. */
+export const SHUTDOWN_OPTION_NAMES = [
+  'timeoutMs',
+  'drainDelayMs',
+  'hookTimeoutMs',
+  'forcedHookTimeoutMs',
+  'idleGraceMs',
+  'lateRequests',
+  'signals',
+  'exit',
+  'exitCodes',
+  'exitWatchdogMs',
+  'retryAfterSeconds',
+  'progressIntervalMs',
+  'logger',
+  'clock',
+] as const
+
+const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+}
+
+// Signals a process can actually handle; SIGKILL and SIGSTOP cannot be caught.
+const CATCHABLE = Object.keys(constants.signals).filter((name) => name !== 'SIGKILL' && name !== 'SIGSTOP')
+
+/**
+ * Checks every option once and applies the defaults — the only copy of them.
+ * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'`.
+ */
+export function resolveOptions(options: ShutdownOptions = {}, extraKeys: readonly string[] = []): ResolvedOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw invalidOptionType('options', 'an object', options)
+  }
+  const known: readonly string[] = [...SHUTDOWN_OPTION_NAMES, ...extraKeys]
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw unknownOption(key, known)
+  }
+  const timeoutMs = milliseconds('timeoutMs', options.timeoutMs, 20_000)
+  const drainDelayMs = milliseconds('drainDelayMs', options.drainDelayMs, 0)
+  if (drainDelayMs > 0 && drainDelayMs >= timeoutMs) {
+    throw invalidOptionRange('drainDelayMs', `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`, drainDelayMs)
+  }
+  const exitCodes = options.exitCodes ?? {}
+  if (exitCodes === null || typeof exitCodes !== 'object' || Array.isArray(exitCodes)) {
+    throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes)
+  }
+  for (const key of Object.keys(exitCodes)) {
+    if (key !== 'graceful' && key !== 'failed') throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'])
+  }
+  return {
+    timeoutMs,
+    drainDelayMs,
+    hookTimeoutMs: milliseconds('hookTimeoutMs', options.hookTimeoutMs, 5_000),
+    forcedHookTimeoutMs: milliseconds('forcedHookTimeoutMs', options.forcedHookTimeoutMs, 1_000),
+    idleGraceMs: milliseconds('idleGraceMs', options.idleGraceMs, 50),
+    lateRequests: oneOf('lateRequests', options.lateRequests, ['serve', 'refuse'] as const, 'serve'),
+    signals: signalList(options.signals),
+    exit: exitOption(options.exit),
+    exitCodes: {
+      graceful: exitCode('exitCodes.graceful', exitCodes.graceful, 0),
+      failed: exitCode('exitCodes.failed', exitCodes.failed, 1),
+    },
+    exitWatchdogMs: milliseconds('exitWatchdogMs', options.exitWatchdogMs, 1_000),
+    retryAfterSeconds: integer('retryAfterSeconds', options.retryAfterSeconds, 5, 0, 86_400, 'a whole number of seconds from 0 to 86400'),
+    progressIntervalMs: milliseconds('progressIntervalMs', options.progressIntervalMs, 1_000),
+    logger: loggerOption(options.logger),
+    clock: clockOption(options.clock),
+  }
+}
+
+/** A duration option: a finite number of milliseconds >= 0 (at most 2^31 - 1, what a Node timer holds). */
+export function milliseconds(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
+  const expected = 'a finite number of milliseconds >= 0'
+  if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
+  if (!Number.isFinite(value) || value < 0 || value > 2_147_483_647) throw invalidOptionRange(name, expected, value)
+  return value
+}
+
+function integer(name: string, value: unknown, fallback: number, min: number, max: number, expected: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
+  if (!Number.isInteger(value) || value < min || value > max) throw invalidOptionRange(name, expected, value)
+  return value
+}
+
+function exitCode(name: string, value: unknown, fallback: number): number {
+  return integer(name, value, fallback, 0, 255, 'a whole number from 0 to 255')
+}
+
+function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback
+  if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T
+  const expected = `one of ${allowed.map((v) => `"${v}"`).join(', ')}`
+  throw typeof value === 'string' ? invalidOptionRange(name, expected, value) : invalidOptionType(name, expected, value)
+}
+
+function signalList(value: unknown): readonly NodeJS.Signals[] {
+  if (value === undefined) return ['SIGTERM', 'SIGINT']
+  if (value === false) return []
+  const expected = 'an array of signal names such as ["SIGTERM", "SIGINT"], or false'
+  if (!Array.isArray(value)) throw invalidOptionType('signals', expected, value)
+  for (const signal of value) {
+    if (typeof signal !== 'string') throw invalidOptionType('signals', expected, signal)
+    if (!CATCHABLE.includes(signal)) {
+      throw invalidOptionRange('signals', 'signal names a process can catch (not SIGKILL or SIGSTOP)', signal)
+    }
+  }
+  return [...new Set(value as NodeJS.Signals[])]
+}
+
+function exitOption(value: unknown): boolean | ((code: number) => void) {
+  if (value === undefined) return true
+  if (typeof value === 'boolean' || typeof value === 'function') return value as boolean | ((code: number) => void)
+  throw invalidOptionType('exit', 'a boolean or a function (code) => void', value)
+}
+
+function loggerOption(value: unknown): Logger {
+  if (value === undefined) return consoleLogger
+  if (value === false) return silentLogger
+  const expected = 'an object with info, warn and error methods (pino, console), or false'
+  if (value === null || typeof value !== 'object') throw invalidOptionType('logger', expected, value)
+  for (const method of ['info', 'warn', 'error'] as const) {
+    if (typeof (value as Record<string, unknown>)[method] !== 'function') {
+      throw invalidOptionType(`logger.${method}`, 'a function', (value as Record<string, unknown>)[method])
+    }
+  }
+  return value as Logger
+}
+
+function clockOption(value: unknown): Clock {
+  if (value === undefined) return realClock
+  const expected = 'an object with now, setTimeout and clearTimeout functions'
+  if (value === null || typeof value !== 'object') throw invalidOptionType('clock', expected, value)
+  for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {
+    if (typeof (value as Record<string, unknown>)[method] !== 'function') {
+      throw invalidOptionType(`clock.${method}`, 'a function', (value as Record<string, unknown>)[method])
+    }
+  }
+  return value as Clock
+}

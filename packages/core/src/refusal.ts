@@ -1,0 +1,87 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
+
+/** The one 503 every adapter writes, byte for byte: status, headers (lower-case names) and body. */
+export interface Refusal {
+  readonly status: 503
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string
+}
+
+/** A Node request of either protocol, as seen by `'request'` listeners. */
+export type AnyRequest = IncomingMessage | Http2ServerRequest
+/** A Node response of either protocol. */
+export type AnyResponse = ServerResponse | Http2ServerResponse
+
+// Byte for byte what Fastify answers while it is closing, so a client sees one body whatever the stack.
+const BODY = '{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}'
+const BODY_BYTES = String(Buffer.byteLength(BODY))
+
+// How much of an unread request body is read and thrown away before the socket closes: enough for
+// ordinary uploads; past it the client may see a reset, which is better than reading forever.
+const DISCARD_LIMIT_BYTES = 1024 * 1024
+const DISCARD_LIMIT_MS = 2_000
+
+/** Builds the refusal. `Connection: close` only for HTTP/1.x: it is a protocol error in HTTP/2. */
+export function buildRefusal(retryAfterSeconds: number, httpVersionMajor = 1): Refusal {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'content-length': BODY_BYTES,
+    'retry-after': String(retryAfterSeconds),
+  }
+  if (httpVersionMajor < 2) headers.connection = 'close'
+  return { status: 503, headers, body: BODY }
+}
+
+/**
+ * Writes `refusal` raw — `writeHead` and the body, no framework helper — and closes the connection
+ * without losing the answer to a TCP reset: an unread request body is read and discarded (bounded)
+ * before the response ends, because closing a socket with unread input makes the kernel send RST,
+ * which can destroy the 503 before the client reads it. The client has the whole answer at once
+ * (`Content-Length`), only the close waits.
+ */
+export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal): void {
+  if (res.headersSent || res.writableEnded) {
+    res.end()
+    return
+  }
+  const response = res as ServerResponse
+  // Headers a framework or our own gate set earlier (X-Powered-By, Connection) would change the
+  // bytes; the refusal is the same everywhere.
+  for (const name of response.getHeaderNames()) response.removeHeader(name)
+  response.writeHead(refusal.status, refusal.headers)
+  if (!hasUnreadBody(req)) {
+    response.end(refusal.body)
+    return
+  }
+  response.write(refusal.body)
+  let read = 0
+  let finished = false
+  const finish = () => {
+    if (finished) return
+    finished = true
+    clearTimeout(timer)
+    req.off('data', onData)
+    response.end()
+  }
+  const onData = (chunk: Buffer) => {
+    read += chunk.length
+    if (read > DISCARD_LIMIT_BYTES) finish()
+  }
+  const timer = setTimeout(finish, DISCARD_LIMIT_MS)
+  timer.unref()
+  req.on('data', onData)
+  req.once('end', finish)
+  req.once('error', finish)
+  req.once('close', finish)
+  req.resume()
+}
+
+function hasUnreadBody(req: AnyRequest): boolean {
+  if (req.complete) return false
+  // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
+  if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false
+  if (req.headers['transfer-encoding'] !== undefined) return true
+  const length = Number(req.headers['content-length'] ?? 0)
+  return Number.isFinite(length) && length > 0
+}

@@ -1,0 +1,302 @@
+import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2Session } from 'node:http2'
+import { Server as NetServer, type Socket } from 'node:net'
+import { Server as TlsServer } from 'node:tls'
+import type { Clock } from './options.js'
+import { type AnyRequest, type AnyResponse, type Refusal, writeRefusal } from './refusal.js'
+
+type Log = { info(fields: Record<string, unknown>, message: string): void }
+
+/** Any server `attach()` takes: `http`, `https`, `http2` (plain or secure). */
+export type AttachableServer = NetServer
+
+interface Connection {
+  readonly socket: Socket
+  /** Responses not yet closed, in arrival order. */
+  readonly pending: Set<ServerResponse>
+  /** When `pending` last became empty (or the socket opened). */
+  idleSince: number
+  /** A response with `Connection: close` has been chosen: anything pipelined after it is refused. */
+  hasLastRequest: boolean
+  /** Handed over by an `'upgrade'` (WebSocket): no longer HTTP, closed at the deadline or after the close hooks. */
+  upgraded: boolean
+}
+
+/** What the connection bookkeeping tells the shutdown. */
+export interface TrackerEvents {
+  /** The number of open connections or sessions dropped: the drain may be complete. */
+  onConnectionsChanged(): void
+  /** The tracker itself refused a request (`Expect: 100-continue` or an upgrade while stopping). */
+  onRefused(): void
+}
+
+/**
+ * Connection bookkeeping for every attached server, from public Node API only: the gate's view of the
+ * wire. Draining changes nothing here; `stop()` closes listeners, gives each connection one last
+ * request and closes idle sockets once the whole server has been quiet for `idleGraceMs`.
+ */
+export interface ServerTracker {
+  attach(server: AttachableServer): void
+  has(server: AttachableServer): boolean
+  /** Sees a request; also called for a request that arrived before its server was attached. */
+  observe(req: AnyRequest, res: AnyResponse): void
+  /** True for a request pipelined behind a response that closes its connection: it must not run. */
+  isDropped(req: AnyRequest): boolean
+  stop(): void
+  /** The deadline: destroys every socket and session. Returns how many it destroyed. */
+  destroyAll(): number
+  /** After the close hooks: ends whatever is left (upgraded sockets, sockets from before `attach`). */
+  finish(): number
+  readonly openConnections: number
+  readonly serverCount: number
+}
+
+/** Creates the bookkeeping; `refusal(httpVersionMajor)` is the shutdown's refusal. */
+export function createServerTracker(options: {
+  clock: Clock
+  idleGraceMs: number
+  log: Log
+  refusal: (httpVersionMajor: number) => Refusal
+  events: TrackerEvents
+}): ServerTracker {
+  const { clock, idleGraceMs, log, events } = options
+  const servers = new Set<NetServer>()
+  const connections = new Map<Socket, Connection>()
+  const sessions = new Set<Http2Session>()
+  // https: raw TCP sockets until their TLS handshake completes (they never reach a request).
+  const handshaking = new Set<Socket>()
+  const seen = new WeakSet<object>()
+  const dropped = new WeakSet<object>()
+  let stopping = false
+  let lastRequestAt = Number.NEGATIVE_INFINITY
+  let reapTimer: unknown
+  let reapedUntracked = false
+
+  function track(socket: Socket): Connection {
+    let connection = connections.get(socket)
+    if (connection) return connection
+    connection = { socket, pending: new Set(), idleSince: clock.now(), hasLastRequest: false, upgraded: false }
+    connections.set(socket, connection)
+    socket.once('close', () => {
+      connections.delete(socket)
+      events.onConnectionsChanged()
+    })
+    if (stopping) scheduleReap(0)
+    return connection
+  }
+
+  function onConnection(this: NetServer, socket: Socket): void {
+    if (this instanceof TlsServer) {
+      handshaking.add(socket)
+      socket.once('close', () => handshaking.delete(socket))
+    } else {
+      track(socket)
+    }
+  }
+
+  function onSecureConnection(socket: Socket): void {
+    for (const raw of handshaking) {
+      // The raw socket under this TLS socket: same peer. Public fields only, no `_parent`.
+      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) handshaking.delete(raw)
+    }
+    track(socket)
+  }
+
+  function onSession(session: Http2Session): void {
+    sessions.add(session)
+    session.once('close', () => {
+      sessions.delete(session)
+      events.onConnectionsChanged()
+    })
+    if (stopping) session.close()
+  }
+
+  function observe(req: AnyRequest, res: AnyResponse): void {
+    if (seen.has(req)) return
+    seen.add(req)
+    lastRequestAt = clock.now()
+    // HTTP/2 streams need no bookkeeping: GOAWAY at stopping ends each session after its streams.
+    if (req.httpVersionMajor >= 2) return
+    const response = res as ServerResponse
+    const connection = track((req as IncomingMessage).socket)
+    if (connection.hasLastRequest) {
+      dropped.add(req)
+      return
+    }
+    connection.pending.add(response)
+    const done = () => {
+      response.off('close', done)
+      connection.socket.off('close', done)
+      if (!connection.pending.delete(response)) return
+      if (connection.pending.size === 0) {
+        connection.idleSince = clock.now()
+        if (stopping) scheduleReap(idleGraceMs)
+      }
+    }
+    response.once('close', done)
+    // A pipelined response Node never got to write may not emit 'close'; its socket will.
+    connection.socket.once('close', done)
+    if (stopping) markLast(connection, response)
+  }
+
+  function markLast(connection: Connection, response: ServerResponse): void {
+    if (!response.headersSent) response.setHeader('Connection', 'close')
+    connection.hasLastRequest = true
+  }
+
+  function onCheckContinue(this: NetServer, req: IncomingMessage, res: ServerResponse): void {
+    if (stopping) {
+      observe(req, res)
+      events.onRefused()
+      writeRefusal(req, res, options.refusal(req.httpVersionMajor))
+      return
+    }
+    // What Node does when nobody listens for 'checkContinue'.
+    res.writeContinue()
+    this.emit('request', req, res)
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Socket): void {
+    const connection = connections.get(socket) ?? track(socket)
+    connection.upgraded = true
+    events.onConnectionsChanged()
+    if (!stopping) return
+    events.onRefused()
+    const { status, headers, body } = options.refusal(1)
+    const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
+    socket.end(`HTTP/1.1 ${status} Service Unavailable\r\n${head.join('')}\r\n${body}`)
+  }
+
+  function attach(server: AttachableServer): void {
+    if (servers.has(server)) return
+    servers.add(server)
+    const isHttp2 = server.constructor.name.startsWith('Http2')
+    // Prepended: a framework answering synchronously inside its own 'request' listener must not
+    // write its headers before a last request gets `Connection: close`.
+    server.prependListener('request', observe)
+    server.on('connection', onConnection)
+    if (server instanceof TlsServer && !isHttp2) server.on('secureConnection', onSecureConnection)
+    if (isHttp2) server.on('session', onSession)
+    if (!isHttp2 && server.listenerCount('checkContinue') === 0) server.on('checkContinue', onCheckContinue)
+    // Node treats an upgrade as a plain request while nobody listens for 'upgrade', so ours joins
+    // only when the app adds one (a WebSocket server), and runs first.
+    const addUpgrade = () => {
+      if (!server.listeners('upgrade').includes(onUpgrade)) server.prependListener('upgrade', onUpgrade)
+    }
+    if (server.listenerCount('upgrade') > 0) addUpgrade()
+    server.on('newListener', (event: string | symbol) => {
+      if (event === 'upgrade') queueMicrotask(addUpgrade)
+    })
+    if (server.listening) {
+      server.getConnections((error, count) => {
+        if (!error && count > connections.size + handshaking.size) {
+          log.info(
+            { connections: count - connections.size - handshaking.size },
+            `${count - connections.size - handshaking.size} connection(s) opened before attach(); Node's own idle reaping will close them`,
+          )
+        }
+      })
+    }
+    if (stopping) stopServer(server)
+  }
+
+  function stopServer(server: NetServer): void {
+    // Not http.Server#close(): since Node 19 it also destroys every idle socket at once, racing
+    // clients that are about to reuse them. Stop listening only; sockets are reaped below.
+    NetServer.prototype.close.call(server, () => {})
+  }
+
+  function stop(): void {
+    if (stopping) return
+    stopping = true
+    for (const server of servers) stopServer(server)
+    for (const session of sessions) session.close()
+    for (const connection of connections.values()) {
+      if (connection.upgraded || connection.pending.size === 0) continue
+      // The newest response not yet started is this connection's last: anything before it is
+      // answered as usual, anything after it is refused.
+      const unstarted = [...connection.pending].filter((response) => !response.headersSent)
+      const last = unstarted.at(-1)
+      if (last) markLast(connection, last)
+    }
+    scheduleReap(0)
+  }
+
+  function scheduleReap(delayMs: number): void {
+    if (reapTimer !== undefined) return
+    reapTimer = clock.setTimeout(reap, delayMs)
+  }
+
+  function reap(): void {
+    reapTimer = undefined
+    const now = clock.now()
+    let next = Number.POSITIVE_INFINITY
+    for (const connection of connections.values()) {
+      if (connection.upgraded || connection.pending.size > 0 || connection.hasLastRequest) continue
+      // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
+      // long: a client mid-reuse would have shown up as a request by now.
+      const quietSince = Math.max(lastRequestAt, connection.idleSince)
+      if (now - quietSince >= idleGraceMs) closeGently(connection.socket)
+      else next = Math.min(next, quietSince + idleGraceMs)
+    }
+    if (now - lastRequestAt >= idleGraceMs) {
+      for (const socket of handshaking) socket.destroy()
+      if (!reapedUntracked) {
+        reapedUntracked = true
+        for (const server of servers) (server as HttpServer).closeIdleConnections?.()
+      }
+    } else {
+      next = Math.min(next, lastRequestAt + idleGraceMs)
+    }
+    if (next !== Number.POSITIVE_INFINITY) scheduleReap(Math.max(0, next - now))
+  }
+
+  function destroyAll(): number {
+    let destroyed = 0
+    for (const connection of connections.values()) {
+      if (connection.socket.destroyed) continue
+      connection.socket.destroy()
+      destroyed++
+    }
+    for (const session of sessions) {
+      session.destroy()
+      destroyed++
+    }
+    for (const socket of handshaking) socket.destroy()
+    for (const server of servers) (server as HttpServer).closeAllConnections?.()
+    return destroyed
+  }
+
+  return {
+    attach,
+    has: (server) => servers.has(server),
+    observe,
+    isDropped: (req) => dropped.has(req),
+    stop,
+    destroyAll,
+    finish() {
+      if (reapTimer !== undefined) clock.clearTimeout(reapTimer)
+      reapTimer = undefined
+      return destroyAll()
+    },
+    get openConnections() {
+      let open = sessions.size
+      for (const connection of connections.values()) if (!connection.upgraded) open++
+      return open
+    },
+    get serverCount() {
+      return servers.size
+    },
+  }
+}
+
+/** FIN, then close: `end()` flushes what is queued; the socket is destroyed once that is done. */
+function closeGently(socket: Socket): void {
+  if (socket.destroyed) return
+  if (socket.writableFinished) {
+    socket.destroy()
+    return
+  }
+  socket.once('finish', () => socket.destroy())
+  socket.end()
+}

@@ -1,0 +1,461 @@
+import { closedError, invalidArgument } from './errors.js'
+import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
+import { safeLogger } from './logger.js'
+import { milliseconds, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
+import { type AnyRequest, type AnyResponse, buildRefusal, type Refusal } from './refusal.js'
+import { type AttachableServer, createServerTracker } from './server.js'
+import { onSignals } from './signals.js'
+
+/** serving ─signal/close()─▶ draining ─drainDelayMs─▶ stopping ─drained or deadline─▶ closing ─hooks─▶ closed */
+export type ShutdownState = 'serving' | 'draining' | 'stopping' | 'closing' | 'closed'
+
+/** Releases a request counted by `enter()`. Idempotent: only the first call counts. */
+export type Release = () => void
+
+/** What a shutdown did, returned by `close()` and summed up in the last log line. */
+export interface ShutdownReport {
+  /** What started it: the signal name, or the reason given to `close()` (default `'close()'`). */
+  readonly reason: string
+  /** True when every request, task and connection finished before the deadline. */
+  readonly graceful: boolean
+  /** Milliseconds from the start of the shutdown to the end of the last hook. */
+  readonly durationMs: number
+  readonly requests: {
+    /** Requests released after the shutdown began (in flight at the signal, or late ones served). */
+    readonly completed: number
+    /** Requests answered with the refusal (or dropped behind a connection's last response). */
+    readonly refused: number
+    /** Requests still in flight at the deadline. */
+    readonly forced: number
+  }
+  readonly tasks: { readonly completed: number; readonly failed: number; readonly aborted: number }
+  /** Sockets and HTTP/2 sessions destroyed at the deadline. */
+  readonly connectionsDestroyed: number
+  /** Every `onDrain` and `onClose` hook, in the order they finished. */
+  readonly hooks: readonly HookOutcome[]
+  /** `exitCodes.graceful`, or `exitCodes.failed` when the drain was forced or a hook failed. */
+  readonly exitCode: number
+}
+
+/** Events of a Shutdown; listeners are called synchronously and must not throw. */
+export interface ShutdownEvents {
+  statechange: (state: ShutdownState, previous: ShutdownState) => void
+  closed: (report: ShutdownReport) => void
+}
+
+/** Per-hook options. */
+export interface HookOptions {
+  /** Milliseconds this hook may take; default `hookTimeoutMs`. */
+  timeoutMs?: number
+}
+
+/** Options of `close()`. */
+export interface CloseOptions {
+  /** Overrides `drainDelayMs` for this run (a framework already closing has no use for a delay). */
+  drainDelayMs?: number
+}
+
+/** The shutdown coordinator of one application; see the package README for the full lifecycle. */
+export interface Shutdown {
+  /** Where the shutdown is: `'serving'` until a signal or `close()`. */
+  readonly state: ShutdownState
+  /** True while serving: readiness probes answer 200. */
+  readonly isReady: boolean
+  /** Requests counted by `enter()` and not yet released. */
+  readonly inFlight: number
+  /** Aborted when stopping begins: long-lived handlers (SSE, long-poll) should wrap up. */
+  readonly signal: AbortSignal
+  /** Connection bookkeeping for `server` (http, https, http2); idempotent; several servers allowed. */
+  attach<S extends AttachableServer>(server: S): S
+  /**
+   * Counts a request. Returns its release, or `undefined` when the request must be refused: once
+   * stopping under `lateRequests: 'refuse'`, once closing, or when it was pipelined behind its
+   * connection's last response. Pass `req` (and `res`) so the connection rules apply; an unattached
+   * server is then discovered from `req.socket.server`.
+   */
+  enter(req?: AnyRequest, res?: AnyResponse): Release | undefined
+  /** The 503 to answer with, identical in every adapter; no `Connection` header for HTTP/2. */
+  refusal(req?: { httpVersionMajor: number }): Refusal
+  /** Holds the drain open until `task` settles; its signal aborts at the deadline. A rejection is reported, never unhandled. */
+  track<T>(label: string, task: Promise<T> | ((signal: AbortSignal) => Promise<T>)): Promise<T>
+  /** Runs `hook` when draining begins, concurrently with other drain hooks, bounded. */
+  onDrain(label: string, hook: Hook, options?: HookOptions): void
+  /** Runs `hook` after the drain (also a forced one), newest first, one at a time, bounded. */
+  onClose(label: string, hook: Hook, options?: HookOptions): void
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<E extends keyof ShutdownEvents>(event: E, listener: ShutdownEvents[E]): () => void
+  /** Starts the shutdown, or joins the one under way: every call returns the same promise. */
+  close(reason?: string, options?: CloseOptions): Promise<ShutdownReport>
+  /** Makes the deadline now (starting the shutdown if needed); close hooks get `forcedHookTimeoutMs`. */
+  force(reason?: string): Promise<ShutdownReport>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** Brand recognising a Shutdown across copies of this package (ESM and CJS), instead of `instanceof`. */
+export const SHUTDOWN_BRAND: unique symbol = Symbol.for('lameduck.shutdown') as never
+
+/** True when `value` is a Shutdown made by any copy of `@lameduck/core`. */
+export function isShutdown(value: unknown): value is Shutdown {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[SHUTDOWN_BRAND] === true
+}
+
+const ORDER: readonly ShutdownState[] = ['serving', 'draining', 'stopping', 'closing', 'closed']
+
+/**
+ * Creates the shutdown coordinator. Options are checked here, once: bad input throws a `TypeError`
+ * or `RangeError` with `code: 'ERR_LAMEDUCK_INVALID_OPTION'`. Installs signal listeners unless
+ * `signals: false`.
+ */
+export function createShutdown(options: ShutdownOptions = {}): Shutdown {
+  return createShutdownFrom(resolveOptions(options))
+}
+
+/** {@link createShutdown} from options already resolved (adapters validate their own keys first). */
+export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
+  const { clock } = opts
+  const log = safeLogger(opts.logger)
+  let state: ShutdownState = 'serving'
+  let inFlight = 0
+  const tasks = new Set<Promise<unknown>>()
+  const drainHooks: HookEntry[] = []
+  const closeHooks: HookEntry[] = []
+  const wrapUp = new AbortController()
+  const stopNow = new AbortController()
+  const listeners: { [E in keyof ShutdownEvents]: Set<ShutdownEvents[E]> } = { statechange: new Set(), closed: new Set() }
+  const counts = { completed: 0, refused: 0, forced: 0, tasksCompleted: 0, tasksFailed: 0, tasksAborted: 0, destroyed: 0 }
+  let running: Promise<ShutdownReport> | undefined
+  let forcedByUser = false
+  let wakeDrain: (() => void) | undefined
+  let wakeDelay: (() => void) | undefined
+
+  const tracker = createServerTracker({
+    clock,
+    idleGraceMs: opts.idleGraceMs,
+    log,
+    refusal: (httpVersionMajor) => buildRefusal(opts.retryAfterSeconds, httpVersionMajor),
+    events: {
+      onConnectionsChanged: checkDrained,
+      onRefused: () => {
+        counts.refused++
+      },
+    },
+  })
+
+  if (process.env.KUBERNETES_SERVICE_HOST && opts.drainDelayMs === 0) {
+    log.warn(
+      { drainDelayMs: 0 },
+      'running in Kubernetes with drainDelayMs 0: endpoints are removed asynchronously after SIGTERM, so new connections keep arriving for a few seconds; set drainDelayMs (e.g. 5000) or a preStop sleep so readiness can turn before the listener closes',
+    )
+  }
+
+  const unregister =
+    opts.signals.length === 0
+      ? () => {}
+      : onSignals({
+          signals: opts.signals,
+          exit: opts.exit,
+          exitWatchdogMs: opts.exitWatchdogMs,
+          log,
+          close: (signal) => close(signal).then((report) => report.exitCode),
+          force: (signal) => void force(signal),
+          describeHandles: () => {
+            const open = tracker.openConnections
+            return [
+              ...(open > 0 ? [`${open} connection(s) of attached servers`] : []),
+              ...(tasks.size > 0 ? [`${tasks.size} tracked task(s)`] : []),
+            ]
+          },
+        })
+
+  function moveTo(next: ShutdownState): void {
+    if (ORDER.indexOf(next) <= ORDER.indexOf(state)) {
+      throw new Error(`@lameduck/core: illegal transition ${state} → ${next}`)
+    }
+    const previous = state
+    state = next
+    for (const listener of listeners.statechange) {
+      try {
+        listener(next, previous)
+      } catch (error) {
+        log.error({ err: error }, 'a statechange listener threw')
+      }
+    }
+  }
+
+  function atLeast(target: ShutdownState): boolean {
+    return ORDER.indexOf(state) >= ORDER.indexOf(target)
+  }
+
+  function checkDrained(): void {
+    if (state === 'stopping' && inFlight === 0 && tasks.size === 0 && tracker.openConnections === 0) wakeDrain?.()
+  }
+
+  function discover(req: AnyRequest, res: AnyResponse | undefined): void {
+    let server: unknown
+    try {
+      server = (req.socket as unknown as { server?: unknown } | undefined)?.server
+    } catch {
+      return // An HTTP/2 compat socket proxy refuses some property reads.
+    }
+    if (server === null || typeof server !== 'object' || typeof (server as AttachableServer).listen !== 'function') return
+    const found = server as AttachableServer
+    if (!tracker.has(found)) {
+      if (atLeast('closing')) return
+      tracker.attach(found)
+      log.info(
+        {},
+        'attached the server on its first request; call shutdown.attach(server) right after listen() so connections opened before the first request are handled too',
+      )
+    }
+    if (res) tracker.observe(req, res)
+  }
+
+  function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
+    if (req !== undefined) discover(req, res)
+    const refused =
+      atLeast('closing') ||
+      (state === 'stopping' && opts.lateRequests === 'refuse') ||
+      (req !== undefined && tracker.isDropped(req))
+    if (refused) {
+      counts.refused++
+      return undefined
+    }
+    inFlight++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      inFlight--
+      if (state !== 'serving') counts.completed++
+      checkDrained()
+    }
+  }
+
+  function track<T>(label: string, task: Promise<T> | ((signal: AbortSignal) => Promise<T>)): Promise<T> {
+    checkLabel('track', label)
+    if (atLeast('closing')) throw closedError('track', state)
+    let promise: Promise<T>
+    if (typeof task === 'function') {
+      try {
+        promise = Promise.resolve(task(stopNow.signal))
+      } catch (error) {
+        promise = Promise.reject(error)
+      }
+    } else if (task !== null && typeof (task as Promise<T> | undefined)?.then === 'function') {
+      promise = task
+    } else {
+      throw invalidArgument('track', 'task', 'a promise or a function (signal) => promise', task)
+    }
+    tasks.add(promise)
+    promise.then(
+      () => {
+        counts.tasksCompleted++
+      },
+      (error: unknown) => {
+        counts.tasksFailed++
+        log.error({ err: error, task: label }, `task "${label}" failed`)
+      },
+    ).finally(() => {
+      tasks.delete(promise)
+      checkDrained()
+    })
+    return promise
+  }
+
+  function addHook(method: 'onDrain' | 'onClose', list: HookEntry[], label: string, hook: Hook, hookOptions?: HookOptions): void {
+    checkLabel(method, label)
+    if (typeof hook !== 'function') throw invalidArgument(method, 'hook', 'a function', hook)
+    if (hookOptions !== undefined && (hookOptions === null || typeof hookOptions !== 'object')) {
+      throw invalidArgument(method, 'options', 'an object { timeoutMs? }', hookOptions)
+    }
+    const timeoutMs = milliseconds(`${method}.timeoutMs`, hookOptions?.timeoutMs, opts.hookTimeoutMs)
+    if (method === 'onDrain' ? state !== 'serving' : atLeast('closing')) throw closedError(method, state)
+    list.push({ label, run: hook, timeoutMs })
+  }
+
+  function close(reason = 'close()', closeOptions: CloseOptions = {}): Promise<ShutdownReport> {
+    if (running) return running
+    if (typeof reason !== 'string') throw invalidArgument('close', 'reason', 'a string', reason)
+    const delayMs = milliseconds('close.drainDelayMs', closeOptions.drainDelayMs, opts.drainDelayMs)
+    running = run(reason, Math.min(delayMs, opts.timeoutMs))
+    return running
+  }
+
+  function force(reason = 'force()'): Promise<ShutdownReport> {
+    const report = close(reason)
+    forcedByUser = true
+    wakeDelay?.()
+    wakeDrain?.()
+    return report
+  }
+
+  async function run(reason: string, delayMs: number): Promise<ShutdownReport> {
+    const startedAt = clock.now()
+    log.info({ reason, timeoutMs: opts.timeoutMs, drainDelayMs: delayMs }, `shutdown started (${reason}): not ready; draining for ${delayMs} ms, deadline in ${opts.timeoutMs} ms`)
+    let deadlinePassed = false
+    const deadline = clock.setTimeout(() => {
+      deadlinePassed = true
+      wakeDelay?.()
+      wakeDrain?.()
+    }, opts.timeoutMs)
+
+    moveTo('draining')
+    const drainOutcomes = drainHooks.map((entry) => runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock))
+    const finished: HookOutcome[] = []
+    for (const outcome of drainOutcomes) void outcome.then((result) => finished.push(result))
+
+    if (delayMs > 0 && !forcedByUser) {
+      await new Promise<void>((resolve) => {
+        const timer = clock.setTimeout(resolve, delayMs)
+        wakeDelay = () => {
+          clock.clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    wakeDelay = undefined
+
+    moveTo('stopping')
+    wrapUp.abort(new Error(`shutdown: ${reason}`))
+    tracker.stop()
+    const progress = startProgress(startedAt)
+    await new Promise<void>((resolve) => {
+      wakeDrain = resolve
+      if (forcedByUser || deadlinePassed) resolve()
+      else checkDrained()
+    })
+    wakeDrain = undefined
+    clock.clearTimeout(progress.timer())
+    clock.clearTimeout(deadline)
+
+    const pending = inFlight > 0 || tasks.size > 0 || tracker.openConnections > 0
+    const forced = pending && (deadlinePassed || forcedByUser)
+    if (forced) {
+      counts.forced = inFlight
+      counts.tasksAborted = tasks.size
+      counts.destroyed = tracker.destroyAll()
+      stopNow.abort(new Error('shutdown deadline passed'))
+      log.warn(
+        { inFlight, tasks: tasks.size, destroyed: counts.destroyed },
+        `deadline: forcing ${inFlight} request(s), ${tasks.size} task(s); destroyed ${counts.destroyed} connection(s)`,
+      )
+    }
+
+    moveTo('closing')
+    await Promise.all(drainOutcomes)
+    for (const entry of [...closeHooks].reverse()) {
+      const own = entry.timeoutMs ?? opts.hookTimeoutMs
+      const timeoutMs = forcedByUser ? Math.min(own, opts.forcedHookTimeoutMs) : own
+      const outcome = await runHook(entry, 'close', timeoutMs, clock)
+      finished.push(outcome)
+      if (!outcome.ok) {
+        log.error(
+          { err: outcome.error, hook: entry.label },
+          `close hook "${entry.label}" ${outcome.timedOut ? `timed out after ${timeoutMs} ms` : 'failed'}`,
+        )
+      }
+    }
+    counts.destroyed += tracker.finish()
+
+    const hooksOk = finished.every((outcome) => outcome.ok)
+    const graceful = !forced
+    const report: ShutdownReport = {
+      reason,
+      graceful,
+      durationMs: clock.now() - startedAt,
+      requests: { completed: counts.completed, refused: counts.refused, forced: counts.forced },
+      tasks: { completed: counts.tasksCompleted, failed: counts.tasksFailed, aborted: counts.tasksAborted },
+      connectionsDestroyed: counts.destroyed,
+      hooks: finished,
+      exitCode: graceful && hooksOk ? opts.exitCodes.graceful : opts.exitCodes.failed,
+    }
+    moveTo('closed')
+    unregister()
+    log.info({ report }, summarize(report))
+    for (const listener of listeners.closed) {
+      try {
+        listener(report)
+      } catch (error) {
+        log.error({ err: error }, 'a closed listener threw')
+      }
+    }
+    return report
+  }
+
+  function startProgress(startedAt: number): { timer(): unknown } {
+    let timer: unknown
+    const tick = () => {
+      const leftMs = Math.max(0, startedAt + opts.timeoutMs - clock.now())
+      const open = tracker.openConnections
+      log.info(
+        { inFlight, tasks: tasks.size, connections: open, leftMs },
+        `awaiting ${plural(inFlight, 'request')}, ${plural(tasks.size, 'task')}, ${plural(open, 'connection')} (${(leftMs / 1000).toFixed(1)} s left)`,
+      )
+      timer = clock.setTimeout(tick, opts.progressIntervalMs)
+    }
+    if (opts.progressIntervalMs > 0) timer = clock.setTimeout(tick, opts.progressIntervalMs)
+    return { timer: () => timer }
+  }
+
+  const shutdown: Shutdown & { [SHUTDOWN_BRAND]: true } = {
+    [SHUTDOWN_BRAND]: true,
+    get state() {
+      return state
+    },
+    get isReady() {
+      return state === 'serving'
+    },
+    get inFlight() {
+      return inFlight
+    },
+    signal: wrapUp.signal,
+    attach(server) {
+      if (server === null || typeof server !== 'object' || typeof server.listen !== 'function' || typeof server.prependListener !== 'function') {
+        throw invalidArgument('attach', 'server', 'an http, https or http2 server', server)
+      }
+      if (atLeast('closing') && !tracker.has(server)) throw closedError('attach', state)
+      tracker.attach(server)
+      return server
+    },
+    enter,
+    refusal: (req) => buildRefusal(opts.retryAfterSeconds, req?.httpVersionMajor ?? 1),
+    track,
+    onDrain: (label, hook, hookOptions) => addHook('onDrain', drainHooks, label, hook, hookOptions),
+    onClose: (label, hook, hookOptions) => addHook('onClose', closeHooks, label, hook, hookOptions),
+    on(event, listener) {
+      if (!(event in listeners)) throw invalidArgument('on', 'event', '"statechange" or "closed"', event)
+      if (typeof listener !== 'function') throw invalidArgument('on', 'listener', 'a function', listener)
+      const set = listeners[event] as Set<typeof listener>
+      set.add(listener)
+      return () => {
+        set.delete(listener)
+      }
+    },
+    close,
+    force,
+    async [Symbol.asyncDispose]() {
+      await close('dispose')
+    },
+  }
+  return shutdown
+}
+
+function checkLabel(method: string, label: unknown): void {
+  if (typeof label !== 'string' || label.length === 0) throw invalidArgument(method, 'label', 'a non-empty string', label)
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`
+}
+
+function summarize(report: ShutdownReport): string {
+  const { requests, tasks, hooks } = report
+  const failed = hooks.filter((hook) => !hook.ok).length
+  return [
+    `closed (${report.reason}) ${report.graceful ? 'gracefully' : 'FORCED'} in ${Math.round(report.durationMs)} ms:`,
+    `requests ${requests.completed} completed, ${requests.refused} refused, ${requests.forced} forced;`,
+    `tasks ${tasks.completed} completed, ${tasks.failed} failed, ${tasks.aborted} aborted;`,
+    `hooks ${hooks.length - failed} ok, ${failed} failed;`,
+    `exit code ${report.exitCode}`,
+  ].join(' ')
+}

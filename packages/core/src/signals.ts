@@ -1,0 +1,157 @@
+/**
+ * The process-wide signal coordinator — the only file that touches `process`. Several Shutdowns, or
+ * two copies of this package (ESM and CJS, two versions), share one coordinator stored on
+ * `globalThis` under a `Symbol.for` key with a versioned shape, so one listener per signal is
+ * installed, every Shutdown is closed, and the process exits once with the highest exit code.
+ */
+
+/** The registry key. Changing the shape of {@link SignalCoordinator} means a new `version`. */
+const COORDINATOR_KEY = Symbol.for('lameduck.signal-coordinator')
+/** npm and pnpm forward Ctrl-C's SIGINT to the child a second time, within milliseconds. */
+const DUPLICATE_WINDOW_MS = 500
+
+type Log = {
+  info(fields: Record<string, unknown>, message: string): void
+  warn(fields: Record<string, unknown>, message: string): void
+  error(fields: Record<string, unknown>, message: string): void
+  flush(): void
+}
+
+/** What a Shutdown registers. Version 1 of the shape; only ever extended with optional members. */
+export interface SignalMember {
+  readonly signals: readonly string[]
+  readonly exit: boolean | ((code: number) => void)
+  readonly exitWatchdogMs: number
+  readonly log: Log
+  /** First signal: starts (or joins) the shutdown and resolves with its exit code. */
+  close(signal: string): Promise<number>
+  /** Second signal: the deadline is now. */
+  force(signal: string): void
+  /** Our own labels for what may still hold the event loop, for the watchdog's log line. */
+  describeHandles(): string[]
+}
+
+interface SignalCoordinator {
+  readonly version: 1
+  register(member: SignalMember): () => void
+}
+
+/** Registers a Shutdown with the process-wide coordinator; returns the unregister function. */
+export function onSignals(member: SignalMember): () => void {
+  const registry = globalThis as unknown as Record<symbol, SignalCoordinator | undefined>
+  let coordinator = registry[COORDINATOR_KEY]
+  if (coordinator === undefined || typeof coordinator.register !== 'function' || !(coordinator.version >= 1)) {
+    coordinator = createCoordinator()
+    Object.defineProperty(registry, COORDINATOR_KEY, { value: coordinator, configurable: true })
+  }
+  return coordinator.register(member)
+}
+
+function createCoordinator(): SignalCoordinator {
+  const members = new Set<SignalMember>()
+  const handlers = new Map<string, () => void>()
+  let signalCount = 0
+  let previous: { signal: string; at: number } | undefined
+
+  function sync(): void {
+    const wanted = new Set([...members].flatMap((member) => member.signals))
+    for (const signal of wanted) {
+      if (handlers.has(signal)) continue
+      const others = process.listenerCount(signal)
+      if (others > 0) {
+        first()?.log.warn(
+          { signal, listeners: others },
+          `${others} other ${signal} listener(s) already installed; they run beside lameduck and may exit the process before the drain ends`,
+        )
+      }
+      const handler = () => onSignal(signal)
+      handlers.set(signal, handler)
+      process.on(signal, handler)
+    }
+    // Once a signal arrived, the listeners stay until the process exits: the next one forces.
+    if (signalCount > 0) return
+    for (const [signal, handler] of handlers) {
+      if (wanted.has(signal)) continue
+      process.off(signal, handler)
+      handlers.delete(signal)
+    }
+  }
+
+  function first(): SignalMember | undefined {
+    return members.values().next().value
+  }
+
+  function onSignal(signal: string): void {
+    const now = Date.now()
+    if (previous && previous.signal === signal && now - previous.at < DUPLICATE_WINDOW_MS) return
+    previous = { signal, at: now }
+    signalCount++
+    const targets = [...members].filter((member) => member.signals.includes(signal))
+    if (signalCount === 1 && targets.length === 0) {
+      // Nobody to close (all closed already): behave as if we had never listened.
+      for (const [name, handler] of handlers) process.off(name, handler)
+      handlers.clear()
+      process.kill(process.pid, signal)
+      return
+    }
+    if (signalCount === 1) {
+      void closeAll(signal, targets)
+    } else if (signalCount === 2) {
+      first()?.log.warn({ signal }, `second signal (${signal}): forcing the shutdown now`)
+      for (const member of members) member.force(signal)
+    } else {
+      first()?.log.error({ signal }, `third signal (${signal}): exiting at once with code 1`)
+      first()?.log.flush()
+      exitNow(targets.length > 0 ? targets : [...members], 1)
+    }
+  }
+
+  async function closeAll(signal: string, targets: SignalMember[]): Promise<void> {
+    const codes = await Promise.all(targets.map((member) => member.close(signal).catch(() => 1)))
+    const code = Math.max(0, ...codes)
+    const custom = targets.find((member) => typeof member.exit === 'function')
+    if (custom) {
+      ;(custom.exit as (code: number) => void)(code)
+      return
+    }
+    const exiting = targets.filter((member) => member.exit === true)
+    if (exiting.length === 0) return
+    // A non-zero code the application already set says more than ours.
+    const current = Number(process.exitCode ?? 0)
+    process.exitCode = current !== 0 && Number.isFinite(current) ? current : code
+    const graceMs = Math.max(...exiting.map((member) => member.exitWatchdogMs))
+    const watchdog = setTimeout(() => {
+      const ours = exiting.flatMap((member) => member.describeHandles())
+      const resources = process.getActiveResourcesInfo().filter((name) => name !== 'TTYWrap')
+      const log = exiting[0]?.log
+      log?.warn(
+        { handles: ours, resources },
+        `the process did not exit within ${graceMs} ms of the shutdown; still holding the event loop: ${
+          [...ours, ...resources].join(', ') || 'nothing visible'
+        }; exiting with code ${process.exitCode}`,
+      )
+      log?.flush()
+      process.exit()
+    }, graceMs)
+    // The watchdog alone must never keep the process alive.
+    watchdog.unref()
+  }
+
+  function exitNow(targets: SignalMember[], code: number): void {
+    const custom = targets.find((member) => typeof member.exit === 'function')
+    if (custom) (custom.exit as (code: number) => void)(code)
+    else process.exit(code)
+  }
+
+  return {
+    version: 1,
+    register(member) {
+      members.add(member)
+      sync()
+      return () => {
+        members.delete(member)
+        sync()
+      }
+    },
+  }
+}

@@ -1,0 +1,46 @@
+import http from 'node:http'
+import { createShutdown, onResponseClosed, type Shutdown, type ShutdownOptions, writeRefusal } from '../../src/index.js'
+import { type Deferred, deferred, listen } from '@lameduck/test-utils'
+
+/** A raw node:http app using the core the way an adapter does, with parkable handlers. */
+export interface TestApp {
+  server: http.Server
+  shutdown: Shutdown
+  port: number
+  /** Handler runs so far, by path. */
+  hits: string[]
+  /** Requests to `/slow` park here until released; resolves with the response parked. */
+  parked: Deferred<void>[]
+  /** Resolves when a request reaches `/slow`. */
+  nextParked(): Promise<Deferred<void>>
+}
+
+export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> {
+  const shutdown = createShutdown({ signals: false, logger: false, ...options })
+  const hits: string[] = []
+  const parked: Deferred<void>[] = []
+  let arrival = deferred<Deferred<void>>()
+  const server = http.createServer((req, res) => {
+    const release = shutdown.enter(req, res)
+    if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
+    onResponseClosed(res, release)
+    hits.push(req.url ?? '')
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', async () => {
+      if (req.url === '/slow') {
+        const gate = deferred<void>()
+        parked.push(gate)
+        arrival.resolve(gate)
+        arrival = deferred()
+        await gate.promise
+      }
+      const body = req.url === '/echo' ? Buffer.concat(chunks).toString() : `ok ${req.url}`
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+    })
+  })
+  shutdown.attach(server)
+  const port = await listen(server)
+  return { server, shutdown, port, hits, parked, nextParked: () => arrival.promise }
+}

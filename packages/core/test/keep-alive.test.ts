@@ -1,0 +1,105 @@
+import net from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { closeServer, keepAliveAgent, parseResponses, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
+import { startApp, type TestApp } from './helpers/app.js'
+
+let app: TestApp | undefined
+afterEach(async () => {
+  if (app) await closeServer(app.server)
+  app = undefined
+})
+
+describe('keep-alive connections through a shutdown', () => {
+  it('leaves keep-alive untouched while draining', async () => {
+    app = await startApp({ drainDelayMs: 2_000, timeoutMs: 5_000 })
+    const agent = keepAliveAgent()
+    await request(app.port, { agent, path: '/a' })
+    void app.shutdown.close('test')
+    expect(app.shutdown.state).toBe('draining')
+    const during = await request(app.port, { agent, path: '/b' })
+    expect(during.status).toBe(200)
+    expect(during.reused).toBe(true)
+    expect(during.headers.connection).toBe('keep-alive')
+    agent.destroy()
+    await app.shutdown.force()
+  })
+
+  it('serves an in-flight request in full with Connection: close, then closes its socket', async () => {
+    app = await startApp({ timeoutMs: 5_000 })
+    const agent = keepAliveAgent()
+    const pending = request(app.port, { agent, path: '/slow' })
+    const gate = await within(2_000, app.nextParked(), 'the slow request to park')
+    const report = app.shutdown.close('test')
+    await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
+    gate.resolve()
+    const response = await within(2_000, pending, 'the slow response')
+    expect(response.status).toBe(200)
+    expect(response.body).toBe('ok /slow')
+    expect(response.headers.connection).toBe('close')
+    const done = await within(2_000, report, 'the report')
+    expect(done.graceful).toBe(true)
+    expect(done.requests.completed).toBe(1)
+    expect(app.shutdown.inFlight).toBe(0)
+  })
+
+  it('closes an idle keep-alive socket with a FIN once the server is quiet, and refuses new connections', async () => {
+    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 30 })
+    const raw = await rawConnect(app.port)
+    raw.write(rawRequest('GET', '/one'))
+    await raw.waitFor('ok /one')
+    const report = await within(2_000, app.shutdown.close('test'), 'the drain to finish')
+    const closed = await within(2_000, raw.closed, 'the idle socket to close')
+    expect(closed.error).toBeUndefined()
+    expect(report.graceful).toBe(true)
+    const refused = await new Promise<string>((resolve) => {
+      const socket = net.connect(app!.port, '127.0.0.1')
+      socket.once('connect', () => resolve('connected'))
+      socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'))
+    })
+    expect(refused).toBe('ECONNREFUSED')
+  })
+
+  it('serves the last request on an open connection with Connection: close (lateRequests: serve)', async () => {
+    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000 })
+    const raw = await rawConnect(app.port)
+    raw.write(rawRequest('GET', '/first'))
+    await raw.waitFor('ok /first')
+    // Keep the server busy so the idle socket is not reaped before its last request arrives.
+    const busy = request(app.port, { path: '/slow' })
+    const gate = await within(2_000, app.nextParked(), 'the slow request')
+    const report = app.shutdown.close('test')
+    await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(rawRequest('GET', '/last'))
+    const { data } = await within(3_000, raw.closed, 'the connection to close after its last request')
+    const responses = parseResponses(data)
+    expect(responses.map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'ok /first', 'keep-alive'],
+      [200, 'ok /last', 'close'],
+    ])
+    gate.resolve()
+    await busy
+    expect((await report).graceful).toBe(true)
+  })
+
+  it('refuses the last request raw under lateRequests: refuse, on the same socket, without running the handler', async () => {
+    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000, lateRequests: 'refuse', retryAfterSeconds: 7 })
+    const raw = await rawConnect(app.port)
+    raw.write(rawRequest('GET', '/first'))
+    await raw.waitFor('ok /first')
+    const busy = request(app.port, { path: '/slow' })
+    const gate = await within(2_000, app.nextParked(), 'the slow request')
+    const report = app.shutdown.close('test')
+    await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(rawRequest('GET', '/late'))
+    const { data } = await within(3_000, raw.closed, 'the refused connection to close')
+    const [, refusal] = parseResponses(data)
+    expect(data.slice(data.indexOf('HTTP/1.1 503'))).toMatch(
+      /^HTTP\/1\.1 503 Service Unavailable\r\ncontent-type: application\/json\r\ncontent-length: 80\r\nretry-after: 7\r\nconnection: close\r\nDate: [^\r]+\r\n\r\n\{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503\}$/,
+    )
+    expect(refusal?.status).toBe(503)
+    expect(app.hits).not.toContain('/late')
+    gate.resolve()
+    await busy
+    expect((await report).requests.refused).toBe(1)
+  })
+})

@@ -1,0 +1,15 @@
+export { type Fixture, startFixture, stopFixtures } from './fixture.js'
+export {
+  closeServer,
+  keepAliveAgent,
+  listen,
+  parseResponses,
+  type RawConnection,
+  type RawResponse,
+  rawConnect,
+  rawRequest,
+  type RequestOptions,
+  request,
+  type Response,
+} from './http.js'
+export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
