@@ -13,3 +13,4 @@ export {
   type Response,
 } from './http.js'
 export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
+export type { AdapterApp, CreateAdapterApp } from './adapter-contract.js'
