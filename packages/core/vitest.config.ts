@@ -1,3 +1,4 @@
 import { defineConfig } from 'vitest/config'
+import { sharedTestConfig } from '../../vitest.shared.ts'
 
-export default defineConfig({ test: { include: ['test/**/*.test.ts'], testTimeout: 15_000, hookTimeout: 15_000 } })
+export default defineConfig({ test: sharedTestConfig('@lameduck/core') })

@@ -1,5 +1,6 @@
 import type { Server } from 'node:net'
-import type { AdapterOptions, Shutdown } from '@lameduck/core'
+// A relative, type-only import: a package dependency on core would make a cycle (core tests use these helpers).
+import type { AdapterOptions, Shutdown } from '../../core/src/index.js'
 import type { Deferred } from './wait.js'
 
 /**
