@@ -14,3 +14,4 @@ export {
 } from './http.js'
 export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
 export type { AdapterApp, CreateAdapterApp } from './adapter-contract.js'
+export { createFakeClock, type FakeClock } from './fake-clock.js'
