@@ -1,0 +1,80 @@
+import { fileURLToPath } from 'node:url'
+import { keepAliveAgent, request, startFixture, stopFixtures, within } from '@lameduck/test-utils'
+import { afterEach, describe, expect, it } from 'vitest'
+
+const server = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url))
+const start = (options: object = {}, env: Record<string, string> = {}) =>
+  startFixture(server, [], { LAMEDUCK_OPTIONS: JSON.stringify({ timeoutMs: 5_000, ...options }), ...env })
+
+afterEach(stopFixtures)
+
+describe('signals and the process', () => {
+  it('exits 0 on SIGTERM promptly, not after the 60 s keep-alive timeout, hooks after the responses', async () => {
+    const app = await start()
+    const agent = keepAliveAgent()
+    await request(app.port, { agent, path: '/fast' }) // leaves an idle keep-alive socket open
+    const slow = request(app.port, { path: '/slow?ms=300' })
+    await app.waitForLine('received /slow')
+    const sentAt = app.kill('SIGTERM')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.body).toBe('done /slow')
+    expect(response.headers.connection).toBe('close')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(exit.at - sentAt).toBeLessThan(2_000)
+    const out = app.output()
+    expect(out.indexOf('response sent /slow')).toBeLessThan(out.indexOf('hook: db closed'))
+    expect(out).toMatch(/closed \(SIGTERM\) gracefully in \d+ ms: requests 1 completed/)
+    agent.destroy()
+  })
+
+  it('counts a SIGINT repeated within 500 ms once (npm and pnpm forward Ctrl-C twice)', async () => {
+    const app = await start()
+    const slow = request(app.port, { path: '/slow?ms=400' })
+    await app.waitForLine('received /slow')
+    app.kill('SIGINT')
+    app.kill('SIGINT')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.status).toBe(200)
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(app.output()).not.toContain('second signal')
+    expect(app.output()).toContain('closed (SIGINT) gracefully')
+  })
+
+  it('keeps a non-zero exit code the application set', async () => {
+    const app = await start({}, { FIXTURE_EXIT_CODE: '3' })
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(3)
+  })
+
+  it('exits with the failed code when the drain is forced at the deadline', async () => {
+    const app = await start({ timeoutMs: 300 })
+    const stuck = request(app.port, { path: '/slow?ms=20000' }).catch((error: NodeJS.ErrnoException) => error.code)
+    await app.waitForLine('received /slow')
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(1)
+    expect(await stuck).toBe('ECONNRESET')
+    expect(app.output()).toContain('hook: db closed')
+    expect(app.output()).toMatch(/closed \(SIGTERM\) FORCED/)
+  })
+
+  it('exits through the watchdog when the app leaves a handle open, naming what held the loop', async () => {
+    const app = await start({ exitWatchdogMs: 300 }, { FIXTURE_LEAK_INTERVAL: '1' })
+    const sentAt = app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the watchdog to exit the process')
+    expect(exit.code).toBe(0)
+    expect(exit.at - sentAt).toBeGreaterThanOrEqual(300)
+    expect(app.output()).toMatch(/did not exit within 300 ms of the shutdown; still holding the event loop: .*Timeout/)
+  })
+
+  it('warns about other SIGTERM listeners installed before it', async () => {
+    const app = await start({}, { FIXTURE_OTHER_LISTENER: '1' })
+    expect(app.output()).toContain('1 other SIGTERM listener(s) already installed')
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+  })
+})
