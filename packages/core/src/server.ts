@@ -213,11 +213,13 @@ export function createServerTracker(options: {
     for (const session of sessions) session.close()
     for (const connection of connections.values()) {
       if (connection.upgraded || connection.pending.size === 0) continue
-      // The newest response not yet started is this connection's last: anything before it is
-      // answered as usual, anything after it is refused.
-      const unstarted = [...connection.pending].filter((response) => !response.headersSent)
-      const last = unstarted.at(-1)
-      if (last) markLast(connection, last)
+      // The newest response is this connection's last: everything before it is answered as usual,
+      // anything after it is refused. Only the newest: closing after an older one would drop the
+      // responses queued behind it, whose handlers already ran. If the newest already has its
+      // headers (a stream, or a response buffered behind a slower one), the socket is left to go
+      // idle and is reaped like any idle socket.
+      const last = [...connection.pending].at(-1)
+      if (last && !last.headersSent) markLast(connection, last)
     }
     scheduleReap(0)
   }
