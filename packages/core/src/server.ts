@@ -48,6 +48,8 @@ export interface ServerTracker {
   /** After the close hooks: ends whatever is left (upgraded sockets, sockets from before `attach`). */
   finish(): number
   readonly openConnections: number
+  /** Open HTTP/1 connections with no response pending (what the reaper closes once quiet). */
+  readonly idleConnections: number
   readonly serverCount: number
 }
 
@@ -285,6 +287,11 @@ export function createServerTracker(options: {
       let open = sessions.size
       for (const connection of connections.values()) if (!connection.upgraded) open++
       return open
+    },
+    get idleConnections() {
+      let idle = 0
+      for (const connection of connections.values()) if (!connection.upgraded && connection.pending.size === 0) idle++
+      return idle
     },
     get serverCount() {
       return servers.size

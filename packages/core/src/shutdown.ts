@@ -317,7 +317,12 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
     moveTo('stopping')
     wrapUp.abort(new Error(`shutdown: ${reason}`))
+    const idleAtStop = tracker.idleConnections
     tracker.stop()
+    log.info(
+      { connections: tracker.openConnections, idle: idleAtStop, inFlight },
+      `stopping: listener closed; ${plural(tracker.openConnections, 'connection')} open (${idleAtStop} idle), ${plural(inFlight, 'request')} in flight`,
+    )
     const progress = startProgress(startedAt)
     await new Promise<void>((resolve) => {
       wakeDrain = resolve

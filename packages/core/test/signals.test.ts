@@ -17,7 +17,7 @@ describe('signals and the process', () => {
     await app.waitForLine('received /slow')
     const sentAt = app.kill('SIGTERM')
     const response = await within(3_000, slow, 'the slow response')
-    expect(response.body).toBe('done /slow')
+    expect(response.body).toBe('done /slow 0')
     expect(response.headers.connection).toBe('close')
     const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)

@@ -19,7 +19,13 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
   const shutdown = createShutdown({ signals: false, logger: false, ...options })
   const hits: string[] = []
   const parked: Deferred<void>[] = []
-  let arrival = deferred<Deferred<void>>()
+  // The n-th call of nextParked() resolves with the n-th request to park, however they interleave.
+  const arrivals: Deferred<Deferred<void>>[] = []
+  let consumed = 0
+  const arrival = (index: number) => {
+    while (arrivals.length <= index) arrivals.push(deferred())
+    return arrivals[index] as Deferred<Deferred<void>>
+  }
   const server = http.createServer((req, res) => {
     const release = shutdown.enter(req, res)
     if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
@@ -30,9 +36,8 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
     req.on('end', async () => {
       if (req.url === '/slow') {
         const gate = deferred<void>()
+        arrival(parked.length).resolve(gate)
         parked.push(gate)
-        arrival.resolve(gate)
-        arrival = deferred()
         await gate.promise
       }
       const body = req.url === '/echo' ? Buffer.concat(chunks).toString() : `ok ${req.url}`
@@ -42,5 +47,5 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
   })
   shutdown.attach(server)
   const port = await listen(server)
-  return { server, shutdown, port, hits, parked, nextParked: () => arrival.promise }
+  return { server, shutdown, port, hits, parked, nextParked: () => arrival(consumed++).promise }
 }
