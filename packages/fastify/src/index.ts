@@ -1,0 +1,143 @@
+import {
+  type AdapterOptions,
+  healthAnswer,
+  onResponseClosed,
+  type Release,
+  resolveAdapterOptions,
+  type Shutdown,
+  writeRefusal,
+} from '@lameduck/core'
+import type { FastifyInstance, FastifyPluginAsync, RawServerBase } from 'fastify'
+import fp from 'fastify-plugin'
+
+export * from '@lameduck/core'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The `@lameduck/core` Shutdown of this app, set by the `graceful` plugin: `onClose`, `track`, `close`, `state`… */
+    readonly shutdown: Shutdown
+  }
+}
+
+/**
+ * Options of {@link graceful}: every `@lameduck/core` option (`timeoutMs`, `drainDelayMs`,
+ * `lateRequests`, …), or `shutdown` to share an existing Shutdown, plus `health` for the probes.
+ * `logger` defaults to `app.log` (Fastify's pino logger) unless `shutdown` is given.
+ */
+export type GracefulOptions = AdapterOptions
+
+interface Pending {
+  release: Release
+  handlerRunning: boolean
+  responseClosed: boolean
+}
+
+async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
+  const given = options ?? {}
+  const { shutdown, health } = resolveAdapterOptions(
+    given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given,
+  )
+  shutdown.attach(app.server)
+  app.decorate('shutdown', { getter: () => shutdown })
+
+  const pending = new WeakMap<object, Pending>()
+  const wrapped = new WeakSet<object>()
+  let fastifyCloseReached: () => void = () => {}
+  const reachedFastifyClose = new Promise<void>((resolve) => {
+    fastifyCloseReached = resolve
+  })
+  let fastifyCloseStarted = false
+
+  // Fastify cannot tell a hook when a handler's promise settles, so each route registered after this
+  // plugin has its handler wrapped: a handler still running after its client aborted keeps its count.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler
+    if (wrapped.has(handler)) return
+    route.handler = function gracefulHandler(this: unknown, request, reply) {
+      const entry = pending.get(request.raw)
+      if (entry === undefined) return handler.call(this as never, request, reply)
+      entry.handlerRunning = true
+      const settle = () => {
+        entry.handlerRunning = false
+        if (entry.responseClosed) entry.release()
+      }
+      let result: unknown
+      try {
+        result = handler.call(this as never, request, reply)
+      } catch (error) {
+        settle()
+        throw error
+      }
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+        ;(result as PromiseLike<unknown>).then(settle, settle)
+      } else {
+        settle()
+      }
+      return result
+    } as typeof handler
+    wrapped.add(route.handler)
+  })
+
+  // The earliest hook. Probes bypass the gate; with req and res the core applies the connection
+  // rules (last request gets `Connection: close`, anything pipelined behind it is refused).
+  app.addHook('onRequest', function gracefulOnRequest(request, reply, done) {
+    const probe = healthAnswer(shutdown, health, request.raw.method, request.raw.url)
+    if (probe !== undefined) {
+      reply.hijack()
+      reply.raw.writeHead(probe.status, probe.headers).end(probe.body)
+      return done()
+    }
+    const release = shutdown.enter(request.raw, reply.raw)
+    if (release === undefined) {
+      reply.hijack()
+      writeRefusal(request.raw, reply.raw, shutdown.refusal(request.raw))
+      return done()
+    }
+    const entry: Pending = { release, handlerRunning: false, responseClosed: false }
+    pending.set(request.raw, entry)
+    onResponseClosed(reply.raw, () => {
+      entry.responseClosed = true
+      if (!entry.handlerRunning) release()
+    })
+    done()
+  })
+
+  // Signal (or shutdown.close()) path: after the drain, in the core's closing phase, Fastify closes
+  // (preClose, server.close, its onClose hooks) as one bounded hook. On the app.close() path the
+  // same hook joins the close already under way instead of starting one.
+  shutdown.onClose('fastify.close()', () => {
+    fastifyCloseStarted = true
+    fastifyCloseReached()
+    return app.close()
+  })
+
+  // app.close() path: Fastify has already set its closing flag, so the drain starts without a delay.
+  // Waiting for the whole core close here would deadlock (its 'fastify.close()' hook waits for this
+  // very app.close()); waiting until that hook is reached keeps one order whichever way it starts.
+  app.addHook('preClose', async function gracefulPreClose() {
+    if (fastifyCloseStarted) return
+    await Promise.race([reachedFastifyClose, shutdown.close('app.close()', { drainDelayMs: 0 })])
+  })
+}
+
+/**
+ * Graceful shutdown for Fastify 5, one plugin for the whole app (wrapped with fastify-plugin):
+ * `await app.register(graceful, { timeoutMs: 10_000, health: true })`. It attaches `app.server`,
+ * decorates `app.shutdown`, counts each request in the first `onRequest` hook and releases it once
+ * its response has closed and its handler has finished; once stopping, a request the core refuses
+ * gets the core's 503, written raw. With `health`, `GET`/`HEAD` probes are answered before the gate.
+ *
+ * One close sequence: a signal drains, runs the core's `onClose` hooks newest first, then
+ * `app.close()` (Fastify's `preClose`, server close and `onClose` hooks) as the hook
+ * `'fastify.close()'`. `app.close()` called directly drains first (no drain delay: Fastify already
+ * answers new requests itself with its own 503, which lacks `Retry-After`), then the same order.
+ *
+ * Register it before your routes and other hooks: handlers of routes registered earlier are only
+ * counted until their response closes.
+ *
+ * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` at register time.
+ */
+export const graceful: FastifyPluginAsync<GracefulOptions, RawServerBase> = fp(gracefulPlugin, {
+  name: '@lameduck/fastify',
+  fastify: '5.x',
+})

@@ -1,0 +1,185 @@
+import { PassThrough } from 'node:stream'
+import http from 'node:http'
+import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
+import { afterEach, describe, expect, it } from 'vitest'
+import Fastify from 'fastify'
+import { graceful } from '../src/index.js'
+import { startFastify, stopFastifyApps } from './helpers/fastify.js'
+
+afterEach(stopFastifyApps)
+
+describe('counting requests: released once the response has closed and the handler has finished', () => {
+  it('counts a request while its handler runs and releases it when the response is sent', async () => {
+    const inHandler = deferred<void>()
+    const gate = deferred<void>()
+    const { app, port } = await startFastify((app) => {
+      app.get('/slow', async () => {
+        inHandler.resolve()
+        await gate.promise
+        return 'done'
+      })
+    })
+    const response = request(port, { path: '/slow' })
+    await within(2_000, inHandler.promise, 'the handler to run')
+    expect(app.shutdown.inFlight).toBe(1)
+    gate.resolve()
+    expect(await within(2_000, response, 'the response')).toMatchObject({ status: 200, body: 'done' })
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+  })
+
+  it('keeps a streamed response counted until the stream has ended', async () => {
+    const body = new PassThrough()
+    const { app, port } = await startFastify((app) => {
+      app.get('/stream', (_request, reply) => {
+        reply.type('text/plain').send(body)
+        body.write('first\n')
+      })
+    })
+    const headers = deferred<http.IncomingMessage>()
+    const chunks: string[] = []
+    const ended = deferred<void>()
+    http.get({ host: '127.0.0.1', port, path: '/stream' }, (res) => {
+      headers.resolve(res)
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => chunks.push(chunk))
+      res.on('end', () => ended.resolve())
+    })
+    await within(2_000, headers.promise, 'the streamed headers')
+    await until(() => chunks.join('') === 'first\n', 2_000, 'the first chunk')
+    // The handler returned long ago; the response is still open.
+    expect(app.shutdown.inFlight).toBe(1)
+    body.end('last\n')
+    await within(2_000, ended.promise, 'the stream to end')
+    expect(chunks.join('')).toBe('first\nlast\n')
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+  })
+
+  it('keeps an erroring request counted through an async error handler', async () => {
+    const inErrorHandler = deferred<void>()
+    const gate = deferred<void>()
+    const { app, port } = await startFastify((app) => {
+      app.setErrorHandler(async (error, _request, reply) => {
+        inErrorHandler.resolve()
+        await gate.promise
+        return reply.code(500).send({ handled: error.message })
+      })
+      app.get('/reject', async () => {
+        throw new Error('boom')
+      })
+      app.get('/throw', () => {
+        throw new Error('sync boom')
+      })
+    })
+    const response = request(port, { path: '/reject' })
+    await within(2_000, inErrorHandler.promise, 'the error handler to run')
+    expect(app.shutdown.inFlight).toBe(1)
+    gate.resolve()
+    expect(await within(2_000, response, 'the error response')).toMatchObject({ status: 500, body: '{"handled":"boom"}' })
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0 after the async error')
+    expect(await request(port, { path: '/throw' })).toMatchObject({ status: 500, body: '{"handled":"sync boom"}' })
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0 after the sync throw')
+  })
+
+  it('keeps an aborted request counted while its handler still runs, and releases it when the handler ends', async () => {
+    const inHandler = deferred<void>()
+    const responseClosed = deferred<void>()
+    const gate = deferred<void>()
+    const handlerDone = deferred<void>()
+    const { app, port } = await startFastify((app) => {
+      app.get('/slow', async (_request, reply) => {
+        // Registered after the plugin's own listener, so it fires after the plugin saw the close.
+        reply.raw.once('close', () => responseClosed.resolve())
+        inHandler.resolve()
+        await gate.promise
+        handlerDone.resolve()
+        return 'too late'
+      })
+    })
+    const client = http.get({ host: '127.0.0.1', port, path: '/slow' })
+    client.on('error', () => {}) // the abort below surfaces as ECONNRESET on the client
+    await within(2_000, inHandler.promise, 'the handler to run')
+    client.destroy()
+    await within(2_000, responseClosed.promise, 'the server to see the abort')
+    expect(app.shutdown.inFlight).toBe(1)
+    gate.resolve()
+    await within(2_000, handlerDone.promise, 'the handler to finish')
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+  })
+
+  it('releases an aborted request at once when no handler is running (still reading the body)', async () => {
+    const responseClosed = deferred<void>()
+    const handlerRan: string[] = []
+    const { app, port } = await startFastify((app) => {
+      app.addHook('onRequest', (_request, reply, done) => {
+        reply.raw.once('close', () => responseClosed.resolve())
+        done()
+      })
+      app.post('/upload', async () => {
+        handlerRan.push('/upload')
+        return 'ok'
+      })
+    })
+    const client = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/upload', headers: { 'content-type': 'text/plain', 'content-length': '100' } })
+    client.on('error', () => {})
+    client.write('only a part of it')
+    await until(() => app.shutdown.inFlight === 1, 2_000, 'the request to be counted')
+    client.destroy()
+    await within(2_000, responseClosed.promise, 'the server to see the abort')
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+    expect(handlerRan).toEqual([])
+  })
+
+  it('releases 404s, body errors and hijacked replies', async () => {
+    const { app, port } = await startFastify((app) => {
+      app.post('/json', async (request) => request.body)
+      app.get('/hijack', (_request, reply) => {
+        reply.hijack()
+        reply.raw.writeHead(200, { 'content-type': 'text/plain' })
+        reply.raw.end('raw')
+      })
+    })
+    const agent = keepAliveAgent()
+    expect((await request(port, { agent, path: '/missing' })).status).toBe(404)
+    const bad = await request(port, { agent, method: 'POST', path: '/json', body: '{nope', headers: { 'content-type': 'application/json' } })
+    expect(bad.status).toBe(400)
+    expect(await request(port, { agent, path: '/hijack' })).toMatchObject({ status: 200, body: 'raw' })
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+    agent.destroy()
+  })
+
+  it('still counts routes registered before the plugin, until their response closes', async () => {
+    const app = Fastify({ logger: false })
+    const gate = deferred<void>()
+    const inHandler = deferred<void>()
+    app.get('/early', async () => {
+      inHandler.resolve()
+      await gate.promise
+      return 'early'
+    })
+    await app.register(graceful, { signals: false, logger: false })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    try {
+      const address = app.server.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      const response = request(port, { path: '/early' })
+      await within(2_000, inHandler.promise, 'the early route to run')
+      expect(app.shutdown.inFlight).toBe(1)
+      gate.resolve()
+      expect((await within(2_000, response, 'the response')).body).toBe('early')
+      await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+    } finally {
+      await app.shutdown.force('test cleanup')
+      await app.close()
+    }
+  })
+
+  it('plain routes work through inject() and are counted the same way', async () => {
+    const { app } = await startFastify((app) => {
+      app.get('/plain', async () => ({ inFlightDuring: app.shutdown.inFlight }))
+    })
+    const response = await app.inject({ method: 'GET', url: '/plain' })
+    expect(response.statusCode).toBe(200)
+    expect(response.json()).toEqual({ inFlightDuring: 1 })
+    await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+  })
+})
