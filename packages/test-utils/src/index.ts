@@ -15,3 +15,14 @@ export {
 export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
 export type { AdapterApp, CreateAdapterApp } from './adapter-contract.js'
 export { createFakeClock, type FakeClock } from './fake-clock.js'
+export {
+  type AdapterCapabilities,
+  connectOutcome,
+  describeAdapter,
+  expectRefusalBytes,
+  parseWire,
+  reached,
+  SUITE_OPTIONS,
+  type WireResponse,
+} from './adapter-suite.js'
+export { tlsCredentials } from './tls.js'
