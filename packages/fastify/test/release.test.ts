@@ -61,7 +61,7 @@ describe('counting requests: released once the response has closed and the handl
       app.setErrorHandler(async (error, _request, reply) => {
         inErrorHandler.resolve()
         await gate.promise
-        return reply.code(500).send({ handled: error.message })
+        return reply.code(500).send({ handled: (error as Error).message })
       })
       app.get('/reject', async () => {
         throw new Error('boom')
