@@ -1,0 +1,76 @@
+import { type AdapterOptions, healthAnswer, resolveAdapterOptions, responseClosed, type Shutdown, writeRefusal } from '@lameduck/core'
+import type { Context, Next } from 'koa'
+
+export * from '@lameduck/core'
+
+declare module 'koa' {
+  interface DefaultState {
+    /**
+     * The Shutdown of the `graceful()` middleware that admitted this request. Its `signal` aborts
+     * when stopping begins: end long-polls and SSE streams with it.
+     */
+    shutdown: Shutdown
+  }
+}
+
+/**
+ * Options of {@link graceful}: every core option (`timeoutMs`, `drainDelayMs`, `lateRequests`, …; see
+ * the `@lameduck/core` README), or `shutdown` to share an existing Shutdown, plus `health` probes.
+ */
+export type GracefulOptions = AdapterOptions
+
+/** The Koa middleware returned by {@link graceful}, carrying its core {@link Shutdown}. */
+export interface GracefulMiddleware {
+  (ctx: Context, next: Next): Promise<void>
+  /** The core Shutdown: `attach(server)`, `onClose(...)`, `close()`, `signal`, `inFlight`, … */
+  readonly shutdown: Shutdown
+}
+
+/**
+ * Koa 2 and 3 middleware for graceful shutdown; mount it first: `app.use(graceful())`.
+ *
+ * Each request is counted until both the downstream middleware has settled (also when it throws:
+ * the error is rethrown for Koa to answer) and the response has closed — for a stream body, when
+ * it has been sent in full; after a client abort, when the still-running middleware finishes. Once
+ * the shutdown refuses a request (`lateRequests: 'refuse'`, or one pipelined behind its
+ * connection's last response) the core's 503 is written raw and no downstream middleware runs.
+ * `health` probes are answered here, before the gate, and are not counted. Downstream middleware
+ * finds the Shutdown at `ctx.state.shutdown`.
+ *
+ * Options are validated here, once: a `TypeError` or `RangeError` with
+ * `code: 'ERR_LAMEDUCK_INVALID_OPTION'`. Call `mw.shutdown.attach(app.listen(port))` so connections
+ * opened before the first request are tracked too; without it the server is taken from the first
+ * request's socket. Timers, signals and defaults all belong to `@lameduck/core`.
+ */
+export function graceful(options?: GracefulOptions): GracefulMiddleware {
+  const { shutdown, health } = resolveAdapterOptions(options)
+
+  async function gracefulMiddleware(ctx: Context, next: Next): Promise<void> {
+    const { req, res } = ctx
+    const probe = healthAnswer(shutdown, health, ctx.method, ctx.url)
+    if (probe !== undefined) {
+      ctx.respond = false
+      res.writeHead(probe.status, probe.headers).end(probe.body)
+      return
+    }
+    const release = shutdown.enter(req, res)
+    if (release === undefined) {
+      // Koa must add nothing: the refusal is the same bytes in every adapter.
+      ctx.respond = false
+      writeRefusal(req, res, shutdown.refusal(req))
+      return
+    }
+    ctx.state.shutdown = shutdown
+    // Subscribed before `next()`: a client may abort while the middleware still runs.
+    const closed = responseClosed(res)
+    try {
+      await next()
+    } finally {
+      // Koa writes the body only after the chain settles, so the response closes later; a stream
+      // body holds the request until it is fully sent. Not awaited: Koa must get to respond.
+      void closed.then(release)
+    }
+  }
+
+  return Object.assign(gracefulMiddleware, { shutdown })
+}
