@@ -22,6 +22,7 @@ export {
   expectRefusalBytes,
   parseWire,
   reached,
+  type ScenarioId,
   SUITE_OPTIONS,
   type WireResponse,
 } from './adapter-suite.js'
