@@ -166,7 +166,23 @@ export function createServerTracker(options: {
     events.onRefused()
     const { status, headers, body } = options.refusal(1)
     const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
-    socket.end(`HTTP/1.1 ${status} Service Unavailable\r\n${head.join('')}\r\n${body}`)
+    // Written raw (the socket is no longer Node's to answer on), with the Date Node would add.
+    socket.end(`HTTP/1.1 ${status} Service Unavailable\r\n${head.join('')}date: ${new Date().toUTCString()}\r\n\r\n${body}`)
+  }
+
+  type UpgradeListener = ((this: NetServer, req: IncomingMessage, socket: Socket, head: Buffer) => void) & { listener?: unknown }
+  const guarded = new WeakSet<UpgradeListener>()
+
+  function guardUpgrade(listener: UpgradeListener): UpgradeListener {
+    const wrapper: UpgradeListener = function guardedUpgrade(this: NetServer, req, socket, head) {
+      if (stopping) return
+      listener.call(this, req, socket, head)
+    }
+    // EventEmitter's removeListener(fn) also removes a wrapper whose `listener` is fn (as `once`
+    // does), so the app can still remove its own listener.
+    wrapper.listener = listener.listener ?? listener
+    guarded.add(wrapper)
+    return wrapper
   }
 
   function attach(server: AttachableServer): void {
@@ -181,13 +197,21 @@ export function createServerTracker(options: {
     if (isHttp2) server.on('session', onSession)
     if (!isHttp2 && server.listenerCount('checkContinue') === 0) server.on('checkContinue', onCheckContinue)
     // Node treats an upgrade as a plain request while nobody listens for 'upgrade', so ours joins
-    // only when the app adds one (a WebSocket server), and runs first.
-    const addUpgrade = () => {
-      if (!server.listeners('upgrade').includes(onUpgrade)) server.prependListener('upgrade', onUpgrade)
+    // only when the app adds one (a WebSocket server), and runs first. The app's own upgrade
+    // listeners are wrapped so none runs for an upgrade refused while stopping.
+    const guardUpgrades = () => {
+      const listeners = server.rawListeners('upgrade') as UpgradeListener[]
+      if (listeners.length === 0) return
+      if (!listeners.includes(onUpgrade)) server.prependListener('upgrade', onUpgrade)
+      for (const listener of listeners) {
+        if (listener === onUpgrade || guarded.has(listener)) continue
+        server.removeListener('upgrade', listener)
+        server.on('upgrade', guardUpgrade(listener))
+      }
     }
-    if (server.listenerCount('upgrade') > 0) addUpgrade()
+    guardUpgrades()
     server.on('newListener', (event: string | symbol) => {
-      if (event === 'upgrade') queueMicrotask(addUpgrade)
+      if (event === 'upgrade') queueMicrotask(guardUpgrades)
     })
     if (server.listening) {
       server.getConnections((error, count) => {
@@ -228,7 +252,11 @@ export function createServerTracker(options: {
 
   function scheduleReap(delayMs: number): void {
     if (reapTimer !== undefined) return
-    reapTimer = clock.setTimeout(reap, delayMs)
+    // Timers run before the poll phase: after a stalled event loop (a busy or starved process) the
+    // timer would fire while requests sit unread in socket buffers, and the server would look quiet
+    // when it is not — closing a socket with unread input sends RST. setImmediate runs after the
+    // poll phase, once those requests have been read and counted.
+    reapTimer = clock.setTimeout(() => setImmediate(reap), delayMs)
   }
 
   function reap(): void {
@@ -240,8 +268,10 @@ export function createServerTracker(options: {
       // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
       // long: a client mid-reuse would have shown up as a request by now.
       const quietSince = Math.max(lastRequestAt, connection.idleSince)
-      if (now - quietSince >= idleGraceMs) closeGently(connection.socket)
-      else next = Math.min(next, quietSince + idleGraceMs)
+      // Bytes Node has read but not parsed yet are a request on its way: not idle.
+      const quiet = now - quietSince >= idleGraceMs && connection.socket.readableLength === 0
+      if (quiet) closeGently(connection.socket)
+      else next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
     }
     if (now - lastRequestAt >= idleGraceMs) {
       for (const socket of handshaking) socket.destroy()

@@ -315,10 +315,12 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     }
     wakeDelay = undefined
 
-    moveTo('stopping')
-    wrapUp.abort(new Error(`shutdown: ${reason}`))
+    // The connections learn first: a handler answering on `signal`'s abort or on the 'stopping'
+    // event must already get `Connection: close`.
     const idleAtStop = tracker.idleConnections
     tracker.stop()
+    moveTo('stopping')
+    wrapUp.abort(new Error(`shutdown: ${reason}`))
     log.info(
       { connections: tracker.openConnections, idle: idleAtStop, inFlight },
       `stopping: listener closed; ${plural(tracker.openConnections, 'connection')} open (${idleAtStop} idle), ${plural(inFlight, 'request')} in flight`,

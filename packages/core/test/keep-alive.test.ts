@@ -102,4 +102,17 @@ describe('keep-alive connections through a shutdown', () => {
     await busy
     expect((await report).requests.refused).toBe(1)
   })
+
+  it('answers a long-poll that ends on shutdown.signal with Connection: close', async () => {
+    app = await startApp({ timeoutMs: 5_000 })
+    const agent = keepAliveAgent()
+    await request(app.port, { agent, path: '/warm' })
+    const poll = request(app.port, { agent, path: '/poll' })
+    await until(() => app?.hits.includes('/poll') === true, 2_000, 'the long-poll to arrive')
+    const report = app.shutdown.close('test')
+    const response = await within(2_000, poll, 'the long-poll answer')
+    expect(response.body).toBe('ok /poll')
+    expect(response.headers.connection).toBe('close')
+    expect((await report).graceful).toBe(true)
+  })
 })

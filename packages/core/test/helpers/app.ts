@@ -34,6 +34,9 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', async () => {
+      if (req.url === '/poll' && !shutdown.signal.aborted) {
+        await new Promise((resolve) => shutdown.signal.addEventListener('abort', resolve, { once: true }))
+      }
       if (req.url === '/slow') {
         const gate = deferred<void>()
         arrival(parked.length).resolve(gate)

@@ -1,0 +1,192 @@
+import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { closeServer, deferred, nextEvent, parseResponses, rawConnect, rawRequest, tlsCredentials, until, within } from '@lameduck/test-utils'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createShutdown, onResponseClosed, type Shutdown, writeRefusal } from '../src/index.js'
+
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+/** A handler using the core as adapters do; `/slow` waits for `gate`. */
+function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void) {
+  return (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const release = shutdown.enter(req, res)
+    if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
+    onResponseClosed(res, release)
+    const body = `ok ${req.url}`
+    const answer = () => (res as http.ServerResponse).writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length }).end(body)
+    if (req.url === '/slow') {
+      arrived()
+      void gate.then(answer)
+    } else answer()
+  }
+}
+
+function listenOn(server: http.Server | https.Server | http2.Http2Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)))
+}
+
+describe('HTTPS', () => {
+  it('drains like HTTP: the in-flight response completes with Connection: close, idle TLS sockets close', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+    const gate = deferred()
+    const arrived = deferred()
+    const server = https.createServer(tlsCredentials(), handler(shutdown, gate.promise, () => arrived.resolve()))
+    shutdown.attach(server)
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const { cert } = tlsCredentials()
+    const idleAgent = new https.Agent({ keepAlive: true, ca: cert, maxSockets: 1 })
+    const get = (path: string, agent: https.Agent) =>
+      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, path, agent, ca: cert }, (res) => {
+            let body = ''
+            res.on('data', (chunk) => (body += chunk))
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
+          })
+          .on('error', reject)
+      })
+    await get('/warm', idleAgent)
+    const idleSocketClosed = new Promise<void>((resolve) => {
+      const [socket] = Object.values(idleAgent.freeSockets).flat()
+      socket?.once('close', () => resolve())
+    })
+    const slow = get('/slow', new https.Agent({ keepAlive: true, ca: cert }))
+    await within(2_000, arrived.promise, 'the slow request to arrive')
+    const report = shutdown.close('test')
+    await within(2_000, idleSocketClosed, 'the idle TLS socket to close')
+    gate.resolve()
+    expect(await within(2_000, slow, 'the slow response')).toEqual({ status: 200, connection: 'close', body: 'ok /slow' })
+    const done = await within(2_000, report, 'the drain')
+    expect(done.graceful).toBe(true)
+  })
+})
+
+describe('HTTP/2', () => {
+  it('sends GOAWAY at stopping, lets open streams finish, and ends every session', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+    const gate = deferred()
+    const arrived = deferred()
+    const server = http2.createServer(handler(shutdown, gate.promise, () => arrived.resolve()))
+    shutdown.attach(server)
+    const port = await listenOn(server)
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const client = http2.connect(`http://127.0.0.1:${port}`)
+    cleanups.push(() => void client.destroy())
+    const goaway = new Promise<void>((resolve) => client.once('goaway', () => resolve()))
+    const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()))
+    const stream = client.request({ ':path': '/slow' })
+    let body = ''
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk: string) => (body += chunk))
+    const streamEnded = new Promise<number>((resolve) => {
+      let status = 0
+      stream.on('response', (headers) => (status = Number(headers[':status'])))
+      stream.on('end', () => resolve(status))
+    })
+    await within(2_000, arrived.promise, 'the stream to reach the handler')
+    const report = shutdown.close('test')
+    await within(2_000, goaway, 'GOAWAY')
+    gate.resolve()
+    expect(await within(2_000, streamEnded, 'the stream to finish')).toBe(200)
+    expect(body).toBe('ok /slow')
+    const done = await within(2_000, report, 'the drain')
+    expect(done.graceful).toBe(true)
+    await within(2_000, clientClosed, 'the client session to close')
+  })
+
+  it('omits Connection from the HTTP/2 refusal (illegal there)', () => {
+    const shutdown = createShutdown({ signals: false, logger: false })
+    expect(shutdown.refusal({ httpVersionMajor: 2 }).headers).not.toHaveProperty('connection')
+    expect(shutdown.refusal({ httpVersionMajor: 1 }).headers.connection).toBe('close')
+  })
+})
+
+describe('upgrades (WebSocket)', () => {
+  function upgradeServer(shutdown: Shutdown) {
+    const upgraded: string[] = []
+    const server = http.createServer(handler(shutdown, Promise.resolve(), () => {}))
+    shutdown.attach(server)
+    // Added after attach, as a WebSocket library would.
+    server.on('upgrade', (req, socket) => {
+      upgraded.push(req.url ?? '')
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: upgrade\r\n\r\n')
+    })
+    return { server, upgraded }
+  }
+  const upgradeRequest = (path: string) => rawRequest('GET', path, { upgrade: 'test', connection: 'upgrade' })
+
+  it('does not hold the drain for an upgraded socket, and ends it after the close hooks', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+    const { server } = upgradeServer(shutdown)
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const raw = await rawConnect(port)
+    raw.write(upgradeRequest('/ws'))
+    await raw.waitFor('101 Switching Protocols')
+    let openDuringHook = false
+    shutdown.onClose('websockets', () => {
+      openDuringHook = !raw.socket.destroyed
+    })
+    const done = await within(2_000, shutdown.close('test'), 'the drain')
+    expect(done.graceful).toBe(true)
+    expect(openDuringHook).toBe(true)
+    const { error } = await within(2_000, raw.closed, 'the upgraded socket to be closed')
+    expect(error).toBeUndefined()
+  })
+
+  it('refuses an upgrade request while stopping without running the app\'s upgrade listener', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
+    const { server, upgraded } = upgradeServer(shutdown)
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/first'))
+    await raw.waitFor('ok /first')
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(upgradeRequest('/ws'))
+    const { data } = await within(2_000, raw.closed, 'the refused connection to close')
+    const [, refusal] = parseResponses(data)
+    expect(refusal?.status).toBe(503)
+    expect(refusal?.headers.connection).toBe('close')
+    expect(upgraded).toEqual([])
+    expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
+  })
+})
+
+describe('attach', () => {
+  it('rejects what is not a server, and a new server once closing', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false })
+    expect(() => shutdown.attach({} as http.Server)).toThrow(
+      expect.objectContaining({
+        code: 'ERR_LAMEDUCK_INVALID_ARGUMENT',
+        message: '@lameduck/core: attach() argument "server" must be an http, https or http2 server; received an object.',
+      }),
+    )
+    await shutdown.close()
+    expect(() => shutdown.attach(http.createServer())).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }))
+  })
+
+  it('closes a connection opened before attach and never used, through Node\'s own reaping or the deadline', async () => {
+    const lines: string[] = []
+    const logger = { info: (_: unknown, m: string) => lines.push(m), warn: () => {}, error: () => {} }
+    const shutdown = createShutdown({ signals: false, logger, timeoutMs: 1_000 })
+    const server = http.createServer(handler(shutdown, Promise.resolve(), () => {}))
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const accepted = nextEvent(server, 'connection')
+    const early = await rawConnect(port)
+    await within(2_000, accepted, 'the early connection to be accepted')
+    shutdown.attach(server)
+    await until(() => lines.some((line) => line.includes('opened before attach()')), 2_000, 'the early connection to be logged')
+    await within(3_000, shutdown.close('test'), 'the shutdown')
+    const { error } = await within(2_000, early.closed, 'the early connection to close')
+    expect(error).toBeUndefined()
+  })
+})
