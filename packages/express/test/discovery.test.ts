@@ -65,4 +65,9 @@ describe.each(expressVersions)('app.use(graceful()) without attach, with $name',
     expect(lines.filter((line) => line.includes('call shutdown.attach(server)'))).toHaveLength(1)
     agent.destroy()
   })
+
+  // Probes bypass enter(), the only place the core discovers a server: see the report to the lead.
+  it.todo(
+    'discovers the server when the first requests are all health probes (needs a core discovery hook for probes)',
+  )
 })

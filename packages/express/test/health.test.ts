@@ -7,6 +7,7 @@ import {
   until,
   within,
 } from '@lameduck/test-utils'
+import supertest from 'supertest'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { GracefulOptions } from '../src/index.ts'
 import { type ExpressTestApp, startExpressApp } from './helpers/app.ts'
@@ -89,17 +90,24 @@ describe.each(expressVersions)('health probes with $name', ({ express }) => {
     expect((await within(3_000, report, 'the report')).requests.refused).toBe(0)
   })
 
-  it('serves custom probe paths and leaves the defaults to the app', async () => {
+  it('serves custom probe paths, HEAD too, and leaves the defaults and other methods to the app', async () => {
     const app = await start(express, { health: { readyPath: '/health/ready', livePath: '/health/live' } })
-    expect((await request(app.port, { path: '/health/ready' })).body).toBe('{"status":"serving"}')
-    expect((await request(app.port, { path: '/health/live' })).body).toBe('{"status":"alive"}')
-    expect((await request(app.port, { path: '/readyz' })).status).toBe(404)
-    expect(app.records).toEqual(['mw /readyz'])
+    await supertest(app.server)
+      .get('/health/ready?probe=kubelet')
+      .expect(200)
+      .expect('content-type', 'application/json')
+      .expect('{"status":"serving"}')
+    await supertest(app.server).head('/health/live').expect(200).expect('content-length', '18')
+    await supertest(app.server).get('/health/live').expect(200, '{"status":"alive"}')
+    await supertest(app.server).get('/readyz').expect(404)
+    await supertest(app.server).post('/health/ready').expect(404)
+    expect(app.records).toEqual(['mw /readyz', 'mw /health/ready'])
   })
 
   it('serves no probes unless asked', async () => {
     const app = await start(express, {})
-    expect((await request(app.port, { path: '/readyz' })).status).toBe(404)
-    expect(app.records).toEqual(['mw /readyz'])
+    await supertest(app.server).get('/readyz').expect(404)
+    await supertest(app.server).get('/livez').expect(404)
+    expect(app.records).toEqual(['mw /readyz', 'mw /livez'])
   })
 })

@@ -32,6 +32,10 @@ async function start(express: ExpressFactory, options: GracefulOptions): Promise
         '/late',
         route((_req, res) => res.send('late')),
       )
+      app.post(
+        '/upload',
+        route((_req, res) => res.send('uploaded')),
+      )
       app.get(
         '/behind',
         route((_req, res) => res.send('behind')),
@@ -83,6 +87,27 @@ describe.each(expressVersions)('late requests with $name', ({ express }) => {
     const done = await within(3_000, report, 'the report')
     expect(done.requests.refused).toBe(1)
     expect(done.graceful).toBe(true)
+  })
+
+  it("refuses a late upload under 'refuse' without a reset: its unread body is drained before the close", async () => {
+    const app = await start(express, { lateRequests: 'refuse' })
+    const { raw, busy, gate, report } = await stoppingWithOpenConnection(app)
+    const body = 'z'.repeat(256 * 1024)
+    raw.write(rawRequest('POST', '/upload', { 'content-type': 'text/plain' }, body))
+    const { data, error } = await within(3_000, raw.closed, 'the refused upload connection to close')
+    expect(error).toBeUndefined()
+    const [, refusal, ...more] = parseResponses(data)
+    expect([refusal?.status, refusal?.headers.connection, refusal?.body, more.length]).toEqual([
+      503,
+      'close',
+      app.shutdown.refusal().body,
+      0,
+    ])
+    expect(app.records).not.toContain('/upload')
+    expect(app.records).not.toContain('mw /upload')
+    gate.resolve()
+    await within(2_000, busy, 'the slow response')
+    await within(3_000, report, 'the report')
   })
 
   it('serves the last request on an open connection with Connection: close; one pipelined behind it never reaches a handler', async () => {
