@@ -1,4 +1,11 @@
-import { type AdapterOptions, healthAnswer, resolveAdapterOptions, responseClosed, type Shutdown, writeRefusal } from '@lameduck/core'
+import {
+  type AdapterOptions,
+  healthAnswer,
+  resolveAdapterOptions,
+  responseClosed,
+  type Shutdown,
+  writeRefusal,
+} from '@lameduck/core'
 import type { Context, Next } from 'koa'
 
 export * from '@lameduck/core'

@@ -1,6 +1,6 @@
 import { closeServer, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type KoaTestApp, createKoa2App, createKoaApp } from './app.js'
+import { createKoa2App, createKoaApp, type KoaTestApp } from './app.js'
 
 let app: KoaTestApp | undefined
 afterEach(async () => {
@@ -20,7 +20,10 @@ describe.each([
     app = (await create({ signals: false, logger: false })) as KoaTestApp
     const agent = keepAliveAgent()
     expect(await request(app.port, { agent, path: '/fast' })).toMatchObject({ status: 200, body: 'fast' })
-    expect(await request(app.port, { agent, method: 'POST', path: '/echo', body: 'echo me' })).toMatchObject({ status: 200, body: 'echo me' })
+    expect(await request(app.port, { agent, method: 'POST', path: '/echo', body: 'echo me' })).toMatchObject({
+      status: 200,
+      body: 'echo me',
+    })
 
     const slow = request(app.port, { agent: false, method: 'POST', path: '/slow', body: 'abcd' })
     const slowGate = await within(2_000, app.nextParked(), '/slow to park')
@@ -38,8 +41,14 @@ describe.each([
 
     const big = await request(app.port, { agent, path: '/big' })
     expect(big.body).toBe('x'.repeat(1024 * 1024))
-    expect(await request(app.port, { agent, path: '/throw' })).toMatchObject({ status: 500, body: 'Internal Server Error' })
-    expect(await request(app.port, { agent, path: '/reject' })).toMatchObject({ status: 500, body: 'Internal Server Error' })
+    expect(await request(app.port, { agent, path: '/throw' })).toMatchObject({
+      status: 500,
+      body: 'Internal Server Error',
+    })
+    expect(await request(app.port, { agent, path: '/reject' })).toMatchObject({
+      status: 500,
+      body: 'Internal Server Error',
+    })
 
     const sse = request(app.port, { agent: false, path: '/sse' })
     await until(() => app?.hits.includes('/sse') === true, 2_000, '/sse to start')
@@ -57,7 +66,9 @@ describe.each([
     app = (await create({ signals: false, logger }, { attach: false })) as KoaTestApp
     expect(messages).toEqual([])
     await request(app.port, { agent: false, path: '/fast' })
-    expect(messages.filter((message) => message.includes('attached the server on its first request'))).toHaveLength(1)
+    expect(
+      messages.filter((message) => message.includes('attached the server on its first request')),
+    ).toHaveLength(1)
     await closeServer(app.server)
   })
 })

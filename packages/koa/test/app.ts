@@ -1,6 +1,13 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
-import { type AdapterApp, type CreateAdapterApp, closeServer, type Deferred, deferred, listen } from '@lameduck/test-utils'
+import {
+  type AdapterApp,
+  type CreateAdapterApp,
+  closeServer,
+  type Deferred,
+  deferred,
+  listen,
+} from '@lameduck/test-utils'
 import Koa3 from 'koa'
 import Koa2 from 'koa2'
 import { type GracefulOptions, graceful } from '../src/index.js'
@@ -39,7 +46,9 @@ export interface KoaTestApp extends AdapterApp {
  * `/stream` and `/sse` set a stream as `ctx.body`: Koa sends it after the middleware returned. The
  * `/stream` producer stops (unparks) when its stream is destroyed, as after a client abort.
  */
-export function createAppWith(Koa: KoaClass): (options: GracefulOptions, settings?: { attach?: boolean }) => Promise<KoaTestApp> {
+export function createAppWith(
+  Koa: KoaClass,
+): (options: GracefulOptions, settings?: { attach?: boolean }) => Promise<KoaTestApp> {
   return async (options, settings = {}) => {
     const mw = graceful(options)
     const { shutdown } = mw

@@ -1,6 +1,14 @@
-import { keepAliveAgent, type RawConnection, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
+import {
+  keepAliveAgent,
+  type RawConnection,
+  rawConnect,
+  rawRequest,
+  request,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type KoaTestApp, createAppWith, koaVersions } from './app.js'
+import { createAppWith, type KoaTestApp, koaVersions } from './app.js'
 import { tryConnect } from './helpers.js'
 
 let app: KoaTestApp | undefined
@@ -43,7 +51,11 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
       [200, 'slow 0', 'close'],
     ])
     // Its headers left before the signal, so it keeps its keep-alive header; the socket is closed after it.
-    const { data, error } = await within(2_000, streamRaw.closed, 'the stream connection to close after its body')
+    const { data, error } = await within(
+      2_000,
+      streamRaw.closed,
+      'the stream connection to close after its body',
+    )
     expect(error).toBeUndefined()
     expect(data).toContain('chunk 0\n')
     expect(data.endsWith('chunk 1\n\r\n0\r\n\r\n')).toBe(true)
@@ -67,7 +79,10 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
 
   it('downstream middleware finds the Shutdown at ctx.state.shutdown', async () => {
     app = await create({ signals: false, logger: false })
-    expect(await request(app.port, { agent: false, path: '/state' })).toMatchObject({ status: 200, body: 'same' })
+    expect(await request(app.port, { agent: false, path: '/state' })).toMatchObject({
+      status: 200,
+      body: 'same',
+    })
   })
 
   it('works mounted alone, without attach(): the server is found on the first request, with one log line recommending attach', async () => {
@@ -89,7 +104,10 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
     const response = await within(2_000, slow, 'the in-flight /slow')
     expect([response.status, response.body, response.headers.connection]).toEqual([200, 'slow 0', 'close'])
     // The idle keep-alive socket, opened before the server was known, is closed too.
-    expect(await within(2_000, report, 'the report')).toMatchObject({ graceful: true, connectionsDestroyed: 0 })
+    expect(await within(2_000, report, 'the report')).toMatchObject({
+      graceful: true,
+      connectionsDestroyed: 0,
+    })
     expect(messages.filter((message) => message.includes('call shutdown.attach(server)'))).toHaveLength(1)
     agent.destroy()
   })
@@ -108,6 +126,7 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
     await until(() => app?.shutdown.inFlight === 0, 2_000, 'the release after the 500')
   })
 
-  it.todo("the 500 of a request in flight that throws carries Connection: close and its socket closes at once (core: Koa's ctx.onerror strips every header, including the core's Connection: close; see the koa issue report)")
-
+  it.todo(
+    "the 500 of a request in flight that throws carries Connection: close and its socket closes at once (core: Koa's ctx.onerror strips every header, including the core's Connection: close; see the koa issue report)",
+  )
 })

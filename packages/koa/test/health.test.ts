@@ -1,6 +1,6 @@
 import { request, within } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type KoaTestApp, createAppWith, koaVersions } from './app.js'
+import { createAppWith, type KoaTestApp, koaVersions } from './app.js'
 
 let app: KoaTestApp | undefined
 afterEach(async () => {
@@ -19,11 +19,19 @@ describe.each(koaVersions)('%s: health probes', (_name, Koa) => {
     const { port } = app
     const ready = await request(port, { agent: false, path: '/readyz' })
     expect([ready.status, JSON.parse(ready.body)]).toEqual([200, { status: 'serving' }])
-    expect(ready.headers).toMatchObject({ 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': String(ready.body.length) })
+    expect(ready.headers).toMatchObject({
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': String(ready.body.length),
+    })
     const live = await request(port, { agent: false, path: '/livez' })
     expect([live.status, JSON.parse(live.body)]).toEqual([200, { status: 'alive' }])
     const head = await request(port, { agent: false, method: 'HEAD', path: '/readyz?verbose=1' })
-    expect([head.status, head.body, head.headers['content-length']]).toEqual([200, '', ready.headers['content-length']])
+    expect([head.status, head.body, head.headers['content-length']]).toEqual([
+      200,
+      '',
+      ready.headers['content-length'],
+    ])
 
     const report = app.shutdown.close('test')
     expect(app.shutdown.state).toBe('draining')
@@ -42,8 +50,14 @@ describe.each(koaVersions)('%s: health probes', (_name, Koa) => {
   it('custom paths are probes; other methods and paths go downstream', async () => {
     app = await create({ signals: false, logger: false, health: { readyPath: '/ready', livePath: '/alive' } })
     const { port } = app
-    expect(await request(port, { agent: false, path: '/ready' })).toMatchObject({ status: 200, body: '{"status":"serving"}' })
-    expect(await request(port, { agent: false, path: '/alive' })).toMatchObject({ status: 200, body: '{"status":"alive"}' })
+    expect(await request(port, { agent: false, path: '/ready' })).toMatchObject({
+      status: 200,
+      body: '{"status":"serving"}',
+    })
+    expect(await request(port, { agent: false, path: '/alive' })).toMatchObject({
+      status: 200,
+      body: '{"status":"alive"}',
+    })
     expect((await request(port, { agent: false, method: 'POST', path: '/ready' })).status).toBe(404)
     expect((await request(port, { agent: false, path: '/readyz' })).status).toBe(404)
     expect(app.reached).toEqual(['/ready', '/readyz'])

@@ -4,7 +4,7 @@ import { request, until, within } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as koa from '../src/index.js'
 import { graceful } from '../src/index.js'
-import { type KoaTestApp, createAppWith, koaVersions } from './app.js'
+import { createAppWith, type KoaTestApp, koaVersions } from './app.js'
 
 const apps: KoaTestApp[] = []
 afterEach(async () => {
@@ -17,11 +17,25 @@ afterEach(async () => {
 describe('graceful() options', () => {
   it('are validated when graceful() is called, with the core messages', () => {
     expect(() => graceful({ timeout: 1 } as never)).toThrow(
-      expect.objectContaining({ name: 'TypeError', code: 'ERR_LAMEDUCK_INVALID_OPTION', message: expect.stringContaining('unknown option "timeout"; did you mean "timeoutMs"?') }),
+      expect.objectContaining({
+        name: 'TypeError',
+        code: 'ERR_LAMEDUCK_INVALID_OPTION',
+        message: expect.stringContaining('unknown option "timeout"; did you mean "timeoutMs"?'),
+      }),
     )
-    expect(() => graceful({ health: 'yes' } as never)).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_INVALID_OPTION', message: expect.stringContaining('"health"') }))
+    expect(() => graceful({ health: 'yes' } as never)).toThrow(
+      expect.objectContaining({
+        code: 'ERR_LAMEDUCK_INVALID_OPTION',
+        message: expect.stringContaining('"health"'),
+      }),
+    )
     const shared = createShutdown({ signals: false, logger: false })
-    expect(() => graceful({ shutdown: shared, timeoutMs: 1 })).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_INVALID_OPTION', message: expect.stringContaining('"timeoutMs"') }))
+    expect(() => graceful({ shutdown: shared, timeoutMs: 1 })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_LAMEDUCK_INVALID_OPTION',
+        message: expect.stringContaining('"timeoutMs"'),
+      }),
+    )
   })
 
   it('returns a named middleware carrying its Shutdown', () => {
@@ -31,7 +45,9 @@ describe('graceful() options', () => {
   })
 
   it('re-exports the whole core API', () => {
-    for (const [name, value] of Object.entries(core)) expect(koa[name as keyof typeof koa], name).toBe(value)
+    const ours = new Map(Object.entries(koa))
+    expect(Object.keys(core).length).toBeGreaterThan(0)
+    for (const [name, value] of Object.entries(core)) expect(ours.get(name), name).toBe(value)
   })
 })
 
@@ -46,7 +62,10 @@ describe.each(koaVersions)('%s: one Shutdown shared by two apps', (_name, Koa) =
     expect([one.shutdown, two.shutdown]).toEqual([shared, shared])
     const first = request(one.port, { agent: false, path: '/slow' })
     const second = request(two.port, { agent: false, path: '/slow' })
-    const gates = [await within(2_000, one.nextParked(), 'app one to park'), await within(2_000, two.nextParked(), 'app two to park')]
+    const gates = [
+      await within(2_000, one.nextParked(), 'app one to park'),
+      await within(2_000, two.nextParked(), 'app two to park'),
+    ]
     expect(shared.inFlight).toBe(2)
     const report = shared.close('test')
     await until(() => !one.server.listening && !two.server.listening, 2_000, 'both listeners to close')
@@ -56,6 +75,9 @@ describe.each(koaVersions)('%s: one Shutdown shared by two apps', (_name, Koa) =
       [200, 'close'],
       [200, 'close'],
     ])
-    expect(await within(2_000, report, 'the report')).toMatchObject({ graceful: true, requests: { completed: 2 } })
+    expect(await within(2_000, report, 'the report')).toMatchObject({
+      graceful: true,
+      requests: { completed: 2 },
+    })
   })
 })

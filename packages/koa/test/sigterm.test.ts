@@ -27,10 +27,23 @@ describe.each([
       fixture.kill('SIGTERM')
       await fixture.waitForLine('listening false')
       expect(await tryConnect(fixture.port)).toBe('ECONNREFUSED')
-      const last = await within(2_000, request(fixture.port, { agent: idleAgent, path: '/release' }), 'the request on the just-used connection')
-      expect([last.status, last.body, last.reused, last.headers.connection]).toEqual([200, 'released', true, 'close'])
+      const last = await within(
+        2_000,
+        request(fixture.port, { agent: idleAgent, path: '/release' }),
+        'the request on the just-used connection',
+      )
+      expect([last.status, last.body, last.reused, last.headers.connection]).toEqual([
+        200,
+        'released',
+        true,
+        'close',
+      ])
       const slowResponse = await within(2_000, slow, 'the slow response')
-      expect([slowResponse.status, slowResponse.body, slowResponse.headers.connection]).toEqual([200, 'slow done', 'close'])
+      expect([slowResponse.status, slowResponse.body, slowResponse.headers.connection]).toEqual([
+        200,
+        'slow done',
+        'close',
+      ])
       const answeredAt = Date.now()
 
       const exit = await within(4_000, fixture.exited, 'the child to exit')
@@ -54,8 +67,13 @@ describe.each([
 
   it('works for CommonJS: require() of the built .cjs serves, then drains on SIGTERM and exits 0', async () => {
     const fixture = await startFixture(cjsFixture, [koaPackage])
-    expect(fixture.output()).toContain('exports graceful=function createShutdown=function middleware=gracefulMiddleware isShutdown=true')
-    expect(await request(fixture.port, { agent: false, path: '/' })).toMatchObject({ status: 200, body: 'cjs same' })
+    expect(fixture.output()).toContain(
+      'exports graceful=function createShutdown=function middleware=gracefulMiddleware isShutdown=true',
+    )
+    expect(await request(fixture.port, { agent: false, path: '/' })).toMatchObject({
+      status: 200,
+      body: 'cjs same',
+    })
     fixture.kill('SIGTERM')
     const exit = await within(4_000, fixture.exited, 'the child to exit')
     expect([exit.code, exit.signal]).toEqual([0, null])
