@@ -318,7 +318,6 @@ const ROWS: Row[] = [
       ['idleGrace', 'idleGraceMs'],
       ['lateRequest', 'lateRequests'],
       ['signal', 'signals'],
-      ['exitCode', 'exitCodes'],
       ['retryAfter', 'retryAfterSeconds'],
       ['loger', 'logger'],
       ['clok', 'clock'],
@@ -330,6 +329,20 @@ const ROWS: Row[] = [
       options: { [typo]: 1 },
       kind: 'TypeError',
       message: `${P}unknown option "${typo}"; did you mean "${meant}"?`,
+    }),
+  ),
+  ...(
+    [
+      ['exitCode', 'exitCodes'],
+      ['exitWatchdog', 'exitWatchdogMs'],
+    ] as const
+  ).map(
+    ([typo, meant]): Row => ({
+      what: `unknown key "${typo}"`,
+      options: { [typo]: 1 },
+      kind: 'TypeError',
+      message: `${P}unknown option "${typo}"; did you mean "${meant}"?`,
+      blocked: `the hint says "exit": a known name that is a prefix of the typo scores like a typo that is a prefix of the name`,
     }),
   ),
   {
@@ -454,7 +467,13 @@ function thrownBy(fn: () => unknown): unknown {
 function table(rows: Row[], call: (options: unknown) => unknown): void {
   for (const row of rows) {
     const title = `${row.what} → ${row.kind}`
-    const test = () => expectError(thrownBy(() => call(row.options)), row.kind, 'ERR_LAMEDUCK_INVALID_OPTION', row.message)
+    const test = () =>
+      expectError(
+        thrownBy(() => call(row.options)),
+        row.kind,
+        'ERR_LAMEDUCK_INVALID_OPTION',
+        row.message,
+      )
     if (row.blocked === undefined) it(title, test)
     else it.todo(`${title} — blocked: ${row.blocked}`, test)
   }
@@ -490,7 +509,11 @@ describe('createShutdown() rejects bad options at creation, with exact messages'
   })
 
   it('does not mutate the options object it was given', () => {
-    const options = Object.freeze({ signals: false as const, logger: false as const, exitCodes: Object.freeze({ failed: 3 }) })
+    const options = Object.freeze({
+      signals: false as const,
+      logger: false as const,
+      exitCodes: Object.freeze({ failed: 3 }),
+    })
     made.push(createShutdown(options))
     expect(options).toEqual({ signals: false, logger: false, exitCodes: { failed: 3 } })
   })
@@ -513,29 +536,132 @@ describe('resolveAdapterOptions() (every adapter) rejects bad options the same w
 })
 
 describe('method arguments are checked when called', () => {
-  const cases: Array<[what: string, call: (shutdown: Shutdown) => unknown, kind: Row['kind'], code: string, message: string]> = [
-    ['onClose("")', (s) => s.onClose('', noop), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}onClose() argument "label" must be a non-empty string; received "" (string).`],
-    ['onDrain(1)', (s) => s.onDrain(1 as never, noop), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}onDrain() argument "label" must be a non-empty string; received 1 (number).`],
-    ['onClose(label, "fn")', (s) => s.onClose('db', 'fn' as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}onClose() argument "hook" must be a function; received "fn" (string).`],
-    ['onClose(label, fn, 5)', (s) => s.onClose('db', noop, 5 as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}onClose() argument "options" must be an object { timeoutMs? }; received 5 (number).`],
-    ['onClose(label, fn, null)', (s) => s.onClose('db', noop, null as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}onClose() argument "options" must be an object { timeoutMs? }; received null.`],
-    ['onClose timeoutMs -1', (s) => s.onClose('db', noop, { timeoutMs: -1 }), 'RangeError', 'ERR_LAMEDUCK_INVALID_OPTION', `${P}option "onClose.timeoutMs" must be ${MS}; received -1 (number).`],
-    ['onDrain timeoutMs NaN', (s) => s.onDrain('db', noop, { timeoutMs: Number.NaN }), 'RangeError', 'ERR_LAMEDUCK_INVALID_OPTION', `${P}option "onDrain.timeoutMs" must be ${MS}; received NaN (number).`],
-    ['onClose timeoutMs "5s"', (s) => s.onClose('db', noop, { timeoutMs: '5s' as never }), 'TypeError', 'ERR_LAMEDUCK_INVALID_OPTION', `${P}option "onClose.timeoutMs" must be ${MS}; received "5s" (string).`],
-    ['track(label, 5)', (s) => s.track('job', 5 as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}track() argument "task" must be a promise or a function (signal) => promise; received 5 (number).`],
-    ['track("", promise)', (s) => s.track('', Promise.resolve()), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}track() argument "label" must be a non-empty string; received "" (string).`],
-    ['close(5)', (s) => s.close(5 as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}close() argument "reason" must be a string; received 5 (number).`],
-    ['close(reason, { drainDelayMs: -1 })', (s) => s.close('x', { drainDelayMs: -1 }), 'RangeError', 'ERR_LAMEDUCK_INVALID_OPTION', `${P}option "close.drainDelayMs" must be ${MS}; received -1 (number).`],
-    ['on("finish")', (s) => s.on('finish' as never, noop), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}on() argument "event" must be "statechange" or "closed"; received "finish" (string).`],
-    ['on("closed", 1)', (s) => s.on('closed', 1 as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}on() argument "listener" must be a function; received 1 (number).`],
-    ['attach({})', (s) => s.attach({} as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}attach() argument "server" must be an http, https or http2 server; received an object.`],
-    ['attach(null)', (s) => s.attach(null as never), 'TypeError', 'ERR_LAMEDUCK_INVALID_ARGUMENT', `${P}attach() argument "server" must be an http, https or http2 server; received null.`],
+  const cases: Array<
+    [what: string, call: (shutdown: Shutdown) => unknown, kind: Row['kind'], code: string, message: string]
+  > = [
+    [
+      'onClose("")',
+      (s) => s.onClose('', noop),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "label" must be a non-empty string; received "" (string).`,
+    ],
+    [
+      'onDrain(1)',
+      (s) => s.onDrain(1 as never, noop),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onDrain() argument "label" must be a non-empty string; received 1 (number).`,
+    ],
+    [
+      'onClose(label, "fn")',
+      (s) => s.onClose('db', 'fn' as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "hook" must be a function; received "fn" (string).`,
+    ],
+    [
+      'onClose(label, fn, 5)',
+      (s) => s.onClose('db', noop, 5 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "options" must be an object { timeoutMs? }; received 5 (number).`,
+    ],
+    [
+      'onClose(label, fn, null)',
+      (s) => s.onClose('db', noop, null as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "options" must be an object { timeoutMs? }; received null.`,
+    ],
+    [
+      'onClose timeoutMs -1',
+      (s) => s.onClose('db', noop, { timeoutMs: -1 }),
+      'RangeError',
+      'ERR_LAMEDUCK_INVALID_OPTION',
+      `${P}option "onClose.timeoutMs" must be ${MS}; received -1 (number).`,
+    ],
+    [
+      'onDrain timeoutMs NaN',
+      (s) => s.onDrain('db', noop, { timeoutMs: Number.NaN }),
+      'RangeError',
+      'ERR_LAMEDUCK_INVALID_OPTION',
+      `${P}option "onDrain.timeoutMs" must be ${MS}; received NaN (number).`,
+    ],
+    [
+      'onClose timeoutMs "5s"',
+      (s) => s.onClose('db', noop, { timeoutMs: '5s' as never }),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_OPTION',
+      `${P}option "onClose.timeoutMs" must be ${MS}; received "5s" (string).`,
+    ],
+    [
+      'track(label, 5)',
+      (s) => s.track('job', 5 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}track() argument "task" must be a promise or a function (signal) => promise; received 5 (number).`,
+    ],
+    [
+      'track("", promise)',
+      (s) => s.track('', Promise.resolve()),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}track() argument "label" must be a non-empty string; received "" (string).`,
+    ],
+    [
+      'close(5)',
+      (s) => s.close(5 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "reason" must be a string; received 5 (number).`,
+    ],
+    [
+      'close(reason, { drainDelayMs: -1 })',
+      (s) => s.close('x', { drainDelayMs: -1 }),
+      'RangeError',
+      'ERR_LAMEDUCK_INVALID_OPTION',
+      `${P}option "close.drainDelayMs" must be ${MS}; received -1 (number).`,
+    ],
+    [
+      'on("finish")',
+      (s) => s.on('finish' as never, noop),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}on() argument "event" must be "statechange" or "closed"; received "finish" (string).`,
+    ],
+    [
+      'on("closed", 1)',
+      (s) => s.on('closed', 1 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}on() argument "listener" must be a function; received 1 (number).`,
+    ],
+    [
+      'attach({})',
+      (s) => s.attach({} as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}attach() argument "server" must be an http, https or http2 server; received an object.`,
+    ],
+    [
+      'attach(null)',
+      (s) => s.attach(null as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}attach() argument "server" must be an http, https or http2 server; received null.`,
+    ],
   ]
   for (const [what, call, kind, code, message] of cases) {
     it(`${what} → ${kind} ${code}`, () => {
       const shutdown = createShutdown({ signals: false, logger: false })
       made.push(shutdown)
-      expectError(thrownBy(() => call(shutdown)), kind, code, message)
+      expectError(
+        thrownBy(() => call(shutdown)),
+        kind,
+        code,
+        message,
+      )
       expect(shutdown.state).toBe('serving')
     })
   }
@@ -548,11 +674,36 @@ describe('misuse once the shutdown has moved on gives ERR_LAMEDUCK_CLOSED, never
     const report = await shutdown.close('test')
     expect(shutdown.state).toBe('closed')
     const closed = (method: string) => `${P}${method}() cannot be called once the shutdown is closed.`
-    expectError(thrownBy(() => shutdown.track('late', Promise.resolve())), 'Error', 'ERR_LAMEDUCK_CLOSED', closed('track'))
-    expectError(thrownBy(() => shutdown.track('late', async () => {})), 'Error', 'ERR_LAMEDUCK_CLOSED', closed('track'))
-    expectError(thrownBy(() => shutdown.onClose('late', noop)), 'Error', 'ERR_LAMEDUCK_CLOSED', closed('onClose'))
-    expectError(thrownBy(() => shutdown.onDrain('late', noop)), 'Error', 'ERR_LAMEDUCK_CLOSED', closed('onDrain'))
-    expectError(thrownBy(() => shutdown.attach(http.createServer())), 'Error', 'ERR_LAMEDUCK_CLOSED', closed('attach'))
+    expectError(
+      thrownBy(() => shutdown.track('late', Promise.resolve())),
+      'Error',
+      'ERR_LAMEDUCK_CLOSED',
+      closed('track'),
+    )
+    expectError(
+      thrownBy(() => shutdown.track('late', async () => {})),
+      'Error',
+      'ERR_LAMEDUCK_CLOSED',
+      closed('track'),
+    )
+    expectError(
+      thrownBy(() => shutdown.onClose('late', noop)),
+      'Error',
+      'ERR_LAMEDUCK_CLOSED',
+      closed('onClose'),
+    )
+    expectError(
+      thrownBy(() => shutdown.onDrain('late', noop)),
+      'Error',
+      'ERR_LAMEDUCK_CLOSED',
+      closed('onDrain'),
+    )
+    expectError(
+      thrownBy(() => shutdown.attach(http.createServer())),
+      'Error',
+      'ERR_LAMEDUCK_CLOSED',
+      closed('attach'),
+    )
     // Idempotent for a server it already knows.
     expect(shutdown.attach(known)).toBe(known)
     expect(shutdown.enter()).toBeUndefined()
@@ -578,7 +729,8 @@ describe('misuse once the shutdown has moved on gives ERR_LAMEDUCK_CLOSED, never
       attempt(state, 'track', () => shutdown.track(`task-${state}`, Promise.resolve()))
     })
     const report = await shutdown.close('test')
-    const closed = (method: string, state: string) => `ERR_LAMEDUCK_CLOSED: ${P}${method}() cannot be called once the shutdown is ${state}.`
+    const closed = (method: string, state: string) =>
+      `ERR_LAMEDUCK_CLOSED: ${P}${method}() cannot be called once the shutdown is ${state}.`
     expect(seen).toEqual([
       ['draining', 'onDrain', closed('onDrain', 'draining')],
       ['draining', 'onClose', 'ok'],
