@@ -625,7 +625,7 @@ describe('method arguments are checked when called', () => {
     ],
     [
       'on("finish")',
-      (s) => s.on('finish' as never, noop),
+      (s) => s.on('finish' as 'closed', noop),
       'TypeError',
       'ERR_LAMEDUCK_INVALID_ARGUMENT',
       `${P}on() argument "event" must be "statechange" or "closed"; received "finish" (string).`,
