@@ -1,7 +1,7 @@
+import type { AdapterApp } from '@lameduck/test-utils'
 import { keepAliveAgent, request, until, within } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createApp } from './app.js'
-import type { AdapterApp } from '@lameduck/test-utils'
 
 let current: AdapterApp | undefined
 afterEach(async () => {
@@ -9,17 +9,30 @@ afterEach(async () => {
   current = undefined
 })
 
+async function start(options: Parameters<typeof createApp>[0]) {
+  current = await createApp(options)
+  return current
+}
+
 describe('the contract app (test/app.ts)', () => {
   it('serves every contract route and parks /slow and /stream until released', async () => {
-    const app = (current = await createApp({ signals: false, logger: false }))
+    const app = await start({ signals: false, logger: false })
     const agent = keepAliveAgent()
     expect(await request(app.port, { agent, path: '/fast' })).toMatchObject({ status: 200, body: 'fast' })
-    expect(await request(app.port, { agent, method: 'POST', path: '/echo', body: 'hello' })).toMatchObject({ status: 200, body: 'hello' })
+    expect(await request(app.port, { agent, method: 'POST', path: '/echo', body: 'hello' })).toMatchObject({
+      status: 200,
+      body: 'hello',
+    })
     expect((await request(app.port, { agent, path: '/big' })).body).toHaveLength(1024 * 1024)
     expect((await request(app.port, { agent, path: '/throw' })).status).toBe(500)
     expect((await request(app.port, { agent, path: '/reject' })).status).toBe(500)
 
-    const slow = request(app.port, { method: 'POST', path: '/slow', body: 'abc', headers: { 'content-type': 'application/octet-stream' } })
+    const slow = request(app.port, {
+      method: 'POST',
+      path: '/slow',
+      body: 'abc',
+      headers: { 'content-type': 'application/octet-stream' },
+    })
     const slowGate = await within(2_000, app.nextParked(), '/slow to park')
     const stream = request(app.port, { path: '/stream' })
     const streamGate = await within(2_000, app.nextParked(), '/stream to park')
@@ -36,7 +49,7 @@ describe('the contract app (test/app.ts)', () => {
   })
 
   it('ends /sse when the shutdown signal aborts', async () => {
-    const app = (current = await createApp({ signals: false, logger: false, timeoutMs: 3_000 }))
+    const app = await start({ signals: false, logger: false, timeoutMs: 3_000 })
     const sse = request(app.port, { path: '/sse' })
     await until(() => app.hits.includes('/sse'), 2_000, '/sse to start')
     const report = app.shutdown.close('test')

@@ -1,10 +1,18 @@
 import { PassThrough } from 'node:stream'
-import { deferred, parseResponses, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
+import {
+  connectOutcome,
+  deferred,
+  parseResponses,
+  rawConnect,
+  rawRequest,
+  reached,
+  request,
+  within,
+} from '@lameduck/test-utils'
 import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { GracefulOptions } from '../src/index.js'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
-import { tryConnect } from './helpers/net.js'
 
 afterEach(stopFastifyApps)
 
@@ -13,26 +21,29 @@ async function startRecorded(options: GracefulOptions = {}) {
   const order: string[] = []
   const gates: Array<ReturnType<typeof deferred<void>>> = []
   const parkedNow = deferred<void>()
-  const { app, port } = await startFastify((app: FastifyInstance) => {
-    app.addHook('preClose', async () => {
-      order.push(`fastify preClose (core ${app.shutdown.state})`)
-    })
-    app.addHook('onClose', async () => {
-      order.push(`fastify onClose (core ${app.shutdown.state})`)
-    })
-    app.shutdown.onClose('db', () => {
-      order.push(`core onClose (core ${app.shutdown.state})`)
-    })
-    app.get('/fast', async () => 'fast')
-    app.get('/slow', async () => {
-      const gate = deferred<void>()
-      gates.push(gate)
-      parkedNow.resolve()
-      await gate.promise
-      order.push('slow handler done')
-      return 'slow'
-    })
-  }, { timeoutMs: 5_000, ...options })
+  const { app, port } = await startFastify(
+    (app: FastifyInstance) => {
+      app.addHook('preClose', async () => {
+        order.push(`fastify preClose (core ${app.shutdown.state})`)
+      })
+      app.addHook('onClose', async () => {
+        order.push(`fastify onClose (core ${app.shutdown.state})`)
+      })
+      app.shutdown.onClose('db', () => {
+        order.push(`core onClose (core ${app.shutdown.state})`)
+      })
+      app.get('/fast', async () => 'fast')
+      app.get('/slow', async () => {
+        const gate = deferred<void>()
+        gates.push(gate)
+        parkedNow.resolve()
+        await gate.promise
+        order.push('slow handler done')
+        return 'slow'
+      })
+    },
+    { timeoutMs: 5_000, ...options },
+  )
   return { app, port, order, gates, parked: parkedNow.promise }
 }
 
@@ -46,8 +57,8 @@ describe('one close sequence, whichever way it starts', () => {
     const startedAt = Date.now()
     const closed = app.close()
     // Fastify set its closing flag before preClose: no reason to keep the listener open for a delay.
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping without the drain delay')
-    expect(await tryConnect(port)).toBe('ECONNREFUSED')
+    await reached(app.shutdown, 'stopping')
+    expect(await connectOutcome(port)).toBe('ECONNREFUSED')
     expect(order).toEqual([])
     gates[0]?.resolve()
     const response = await within(2_000, slow, 'the slow response')
@@ -56,7 +67,11 @@ describe('one close sequence, whichever way it starts', () => {
     await within(3_000, closed, 'app.close() to resolve')
     const report = await within(1_000, app.shutdown.close(), 'the report')
     expect(Date.now() - startedAt).toBeLessThan(3_000)
-    expect(report).toMatchObject({ reason: 'app.close()', graceful: true, requests: { completed: 1, refused: 0, forced: 0 } })
+    expect(report).toMatchObject({
+      reason: 'app.close()',
+      graceful: true,
+      requests: { completed: 1, refused: 0, forced: 0 },
+    })
     expect(hookLabels(report)).toEqual(['db', 'fastify.close()'])
     expect(order).toEqual([
       'slow handler done',
@@ -76,7 +91,7 @@ describe('one close sequence, whichever way it starts', () => {
     await within(2_000, parked, 'the slow request to park')
     const report = app.shutdown.close('SIGTERM')
     expect(app.shutdown.state).toBe('draining')
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping after the drain delay')
+    await reached(app.shutdown, 'stopping')
     expect(order).toEqual([])
     gates[0]?.resolve()
     expect((await within(2_000, slow, 'the slow response')).headers.connection).toBe('close')
@@ -117,15 +132,22 @@ describe('one close sequence, whichever way it starts', () => {
     const report = await app.shutdown.close()
     expect(report).toMatchObject({ graceful: false, requests: { forced: 1 }, exitCode: 1 })
     expect(await slow).toBe('ECONNRESET')
-    expect(order).toEqual(['core onClose (core closing)', 'fastify preClose (core closing)', 'fastify onClose (core closing)'])
+    expect(order).toEqual([
+      'core onClose (core closing)',
+      'fastify preClose (core closing)',
+      'fastify onClose (core closing)',
+    ])
     gates[0]?.resolve()
   })
 
   it('bounds Fastify’s close by the hook timeout: a hanging Fastify onClose hook is reported, not waited for', async () => {
     const hang = deferred<void>()
-    const { app } = await startFastify((app) => {
-      app.addHook('onClose', () => hang.promise)
-    }, { hookTimeoutMs: 150 })
+    const { app } = await startFastify(
+      (app) => {
+        app.addHook('onClose', () => hang.promise)
+      },
+      { hookTimeoutMs: 150 },
+    )
     const report = await within(3_000, app.shutdown.close('SIGTERM'), 'the report despite the hanging hook')
     const entry = report.hooks.find((hook) => hook.label === 'fastify.close()')
     expect(entry).toMatchObject({ ok: false, timedOut: true })
@@ -163,7 +185,7 @@ describe('one close sequence, whichever way it starts', () => {
     await raw.waitFor('started')
     expect(raw.received()).toMatch(/connection: keep-alive/i)
     const closed = app.close()
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     body.end('ended\n')
     const { error } = await within(2_000, raw.closed, 'the now idle socket to be closed')
     expect(error).toBeUndefined()
@@ -180,7 +202,7 @@ describe('one close sequence, whichever way it starts', () => {
     const slow = request(port, { path: '/slow' })
     await within(2_000, parked, 'the slow request to park')
     const closed = app.close()
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     raw.write(rawRequest('GET', '/fast'))
     const { data } = await within(3_000, raw.closed, 'the connection to close after the 503')
     const [, answer] = parseResponses(data)

@@ -9,7 +9,15 @@ afterEach(async () => {
   current = undefined
 })
 
-function head(port: number, path: string): Promise<{ status: number; length: string | undefined; body: string }> {
+async function start(options: Parameters<typeof createFastifyApp>[0]) {
+  current = await createFastifyApp(options)
+  return current
+}
+
+function head(
+  port: number,
+  path: string,
+): Promise<{ status: number; length: string | undefined; body: string }> {
   return new Promise((resolve, reject) => {
     http
       .request({ host: '127.0.0.1', port, method: 'HEAD', path }, (res) => {
@@ -17,7 +25,9 @@ function head(port: number, path: string): Promise<{ status: number; length: str
         res.on('data', (chunk: Buffer) => {
           body += chunk.toString()
         })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], body }))
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], body }),
+        )
       })
       .on('error', reject)
       .end()
@@ -26,12 +36,21 @@ function head(port: number, path: string): Promise<{ status: number; length: str
 
 describe('health probes', () => {
   it('answers readiness and liveness raw, uncounted, bypassing the gate; readiness turns 503 from the signal on', async () => {
-    const app = (current = await createFastifyApp({ signals: false, logger: false, health: true, drainDelayMs: 2_000, timeoutMs: 5_000 }))
+    const app = await start({
+      signals: false,
+      logger: false,
+      health: true,
+      drainDelayMs: 2_000,
+      timeoutMs: 5_000,
+    })
     const agent = keepAliveAgent()
     const ready = await request(app.port, { agent, path: '/readyz' })
     expect(ready).toMatchObject({ status: 200, body: '{"status":"serving"}' })
     expect(ready.headers).toMatchObject({ 'content-type': 'application/json', 'cache-control': 'no-store' })
-    expect(await request(app.port, { agent, path: '/livez' })).toMatchObject({ status: 200, body: '{"status":"alive"}' })
+    expect(await request(app.port, { agent, path: '/livez' })).toMatchObject({
+      status: 200,
+      body: '{"status":"alive"}',
+    })
     expect(await head(app.port, '/readyz')).toEqual({ status: 200, length: '20', body: '' })
     expect((await request(app.port, { agent, path: '/readyz?verbose=1' })).status).toBe(200)
 
@@ -42,7 +61,10 @@ describe('health probes', () => {
     const draining = await request(app.port, { agent, path: '/readyz' })
     expect(draining).toMatchObject({ status: 503, body: '{"status":"draining"}' })
     expect(draining.reused).toBe(true)
-    expect(await request(app.port, { agent, path: '/livez' })).toMatchObject({ status: 200, body: '{"status":"alive"}' })
+    expect(await request(app.port, { agent, path: '/livez' })).toMatchObject({
+      status: 200,
+      body: '{"status":"alive"}',
+    })
     // Probes were never counted: only the parked request is.
     expect(app.shutdown.inFlight).toBe(1)
     expect(app.hits).toEqual(['/slow'])
@@ -54,12 +76,16 @@ describe('health probes', () => {
   })
 
   it('serves custom paths, and nothing when health is off', async () => {
-    const app = (current = await createFastifyApp({ signals: false, logger: false, health: { readyPath: '/ready', livePath: '/alive' } }))
+    const app = await start({
+      signals: false,
+      logger: false,
+      health: { readyPath: '/ready', livePath: '/alive' },
+    })
     expect((await request(app.port, { path: '/ready' })).status).toBe(200)
     expect((await request(app.port, { path: '/alive' })).status).toBe(200)
     expect((await request(app.port, { path: '/readyz' })).status).toBe(404)
-    await current.close()
-    const off = (current = await createFastifyApp({ signals: false, logger: false }))
+    await app.close()
+    const off = await start({ signals: false, logger: false })
     expect((await request(off.port, { path: '/readyz' })).status).toBe(404)
     expect((await request(off.port, { path: '/livez' })).status).toBe(404)
     await until(() => off.shutdown.inFlight === 0, 2_000, 'the 404s to be released')

@@ -1,4 +1,13 @@
-import { parseResponses, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
+import {
+  expectRefusalBytes,
+  parseResponses,
+  rawConnect,
+  rawRequest,
+  reached,
+  request,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createFastifyApp, type FastifyAdapterApp } from './app.js'
 
@@ -7,6 +16,11 @@ afterEach(async () => {
   await current?.close()
   current = undefined
 })
+
+async function start(options: Parameters<typeof createFastifyApp>[0]) {
+  current = await createFastifyApp(options)
+  return current
+}
 
 // Keeps the drain open (and the server busy) while the test talks to another connection.
 async function parkOne(app: FastifyAdapterApp) {
@@ -17,13 +31,18 @@ async function parkOne(app: FastifyAdapterApp) {
 
 describe('the last request on an open connection once stopping', () => {
   it("lateRequests: 'serve' serves it with Connection: close on the same socket, then closes it", async () => {
-    const app = (current = await createFastifyApp({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 }))
+    const app = await start({
+      signals: false,
+      logger: false,
+      timeoutMs: 5_000,
+      idleGraceMs: 2_000,
+    })
     const raw = await rawConnect(app.port)
     raw.write(rawRequest('GET', '/fast'))
     await raw.waitFor('fast')
     const busy = await parkOne(app)
     const report = app.shutdown.close('test')
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     raw.write(rawRequest('GET', '/fast?late'))
     const { data, error } = await within(3_000, raw.closed, 'the connection to close after its last request')
     expect(error).toBeUndefined()
@@ -40,29 +59,34 @@ describe('the last request on an open connection once stopping', () => {
   })
 
   it("lateRequests: 'refuse' answers the core's refusal raw, byte for byte, on the socket of an earlier 200, without running the handler", async () => {
-    const app = (current = await createFastifyApp({
+    const app = await start({
       signals: false,
       logger: false,
       timeoutMs: 5_000,
       idleGraceMs: 2_000,
       lateRequests: 'refuse',
       retryAfterSeconds: 7,
-    }))
+    })
     const raw = await rawConnect(app.port)
     raw.write(rawRequest('GET', '/fast'))
     await raw.waitFor('fast')
     const busy = await parkOne(app)
     const report = app.shutdown.close('test')
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     raw.write(rawRequest('GET', '/echo-never'))
     raw.write(rawRequest('POST', '/echo', { 'content-type': 'text/plain' }, 'late body'))
     const { data, error } = await within(3_000, raw.closed, 'the refused connection to close')
     expect(error).toBeUndefined()
     const { status, headers, body } = app.shutdown.refusal({ httpVersionMajor: 1 })
-    const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+    const head = Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('')
     const refusal = data.slice(data.indexOf('HTTP/1.1 503'))
     // Node adds only Date; nothing of Fastify's (no x-powered-by, no content-type rewrite).
-    expect(refusal.replace(/\r\nDate: [^\r]+/, '')).toBe(`HTTP/1.1 ${status} Service Unavailable\r\n${head}\r\n${body}`)
+    expect(refusal.replace(/\r\nDate: [^\r]+/, '')).toBe(
+      `HTTP/1.1 ${status} Service Unavailable\r\n${head}\r\n${body}`,
+    )
+    expectRefusalBytes(refusal, 7)
     expect(headers['retry-after']).toBe('7')
     expect(body).toBe('{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}')
     // The first answer came on this very socket; the refusal is its last answer.
@@ -75,15 +99,23 @@ describe('the last request on an open connection once stopping', () => {
   })
 
   it('never runs a handler for a request pipelined behind a connection’s last response', async () => {
-    const app = (current = await createFastifyApp({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 }))
+    const app = await start({
+      signals: false,
+      logger: false,
+      timeoutMs: 5_000,
+      idleGraceMs: 2_000,
+    })
     const raw = await rawConnect(app.port)
     raw.write(rawRequest('GET', '/fast'))
     await raw.waitFor('fast')
     const busy = await parkOne(app)
     const report = app.shutdown.close('test')
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     // Both in one write: the first becomes this connection's last request, the second is behind it.
-    raw.write(rawRequest('GET', '/fast?last') + rawRequest('POST', '/echo', { 'content-type': 'text/plain' }, 'behind'))
+    raw.write(
+      rawRequest('GET', '/fast?last') +
+        rawRequest('POST', '/echo', { 'content-type': 'text/plain' }, 'behind'),
+    )
     const { data, error } = await within(3_000, raw.closed, 'the connection to close after its last request')
     expect(error).toBeUndefined()
     expect(parseResponses(data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
@@ -100,13 +132,20 @@ describe('the last request on an open connection once stopping', () => {
   })
 
   it('serves requests pipelined before the shutdown, the newest one last with Connection: close', async () => {
-    const app = (current = await createFastifyApp({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 }))
+    const app = await start({
+      signals: false,
+      logger: false,
+      timeoutMs: 5_000,
+      idleGraceMs: 2_000,
+    })
     const raw = await rawConnect(app.port)
-    raw.write(rawRequest('GET', '/slow') + rawRequest('POST', '/echo', { 'content-type': 'text/plain' }, 'behind'))
+    raw.write(
+      rawRequest('GET', '/slow') + rawRequest('POST', '/echo', { 'content-type': 'text/plain' }, 'behind'),
+    )
     const gate = await within(2_000, app.nextParked(), 'the slow request to park')
     await until(() => app.shutdown.inFlight === 2, 2_000, 'both pipelined requests to be counted')
     const report = app.shutdown.close('test')
-    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    await reached(app.shutdown, 'stopping')
     gate.resolve()
     const { data, error } = await within(3_000, raw.closed, 'the connection to close after /echo')
     expect(error).toBeUndefined()

@@ -1,17 +1,14 @@
-import { readFileSync } from 'node:fs'
 import http2 from 'node:http2'
 import https from 'node:https'
 import tls from 'node:tls'
-import { deferred, until, within } from '@lameduck/test-utils'
+import { deferred, tlsCredentials, until, within } from '@lameduck/test-utils'
 import type { FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 afterEach(stopFastifyApps)
 
-// A test-only self-signed pair for localhost / 127.0.0.1 (openssl req -x509 -days 36500).
-const key = readFileSync(new URL('./fixtures/localhost-key.pem', import.meta.url))
-const cert = readFileSync(new URL('./fixtures/localhost-cert.pem', import.meta.url))
+const { key, cert } = tlsCredentials()
 
 function parkingRoutes() {
   const parked = deferred<void>()
@@ -44,7 +41,9 @@ describe('other servers Fastify can run', () => {
     stream.on('data', (chunk: string) => {
       body += chunk
     })
-    const status = new Promise<number>((resolve) => stream.once('response', (headers) => resolve(Number(headers[':status']))))
+    const status = new Promise<number>((resolve) =>
+      stream.once('response', (headers) => resolve(Number(headers[':status']))),
+    )
     const ended = new Promise<void>((resolve) => stream.once('end', () => resolve()))
     await within(2_000, routes.parked, 'the h2 request to park')
     expect(app.shutdown.inFlight).toBe(1)
@@ -58,13 +57,19 @@ describe('other servers Fastify can run', () => {
     await within(2_000, sessionClosed, 'the session to close')
     await within(3_000, closed, 'app.close()')
     const report = await app.shutdown.close()
-    expect(report).toMatchObject({ graceful: true, requests: { completed: 1, forced: 0 }, connectionsDestroyed: 0 })
+    expect(report).toMatchObject({
+      graceful: true,
+      requests: { completed: 1, forced: 0 },
+      connectionsDestroyed: 0,
+    })
     expect(app.shutdown.inFlight).toBe(0)
   })
 
   it('https: the in-flight request completes with Connection: close and an idle TLS connection is closed at once', async () => {
     const routes = parkingRoutes()
-    const { app, port } = await startFastify(routes.setup, {}, { https: { key, cert } } as FastifyServerOptions)
+    const { app, port } = await startFastify(routes.setup, {}, {
+      https: { key, cert },
+    } as FastifyServerOptions)
 
     const idle = tls.connect({ host: '127.0.0.1', port, ca: cert, servername: 'localhost' })
     let idleData = ''
@@ -77,22 +82,33 @@ describe('other servers Fastify can run', () => {
     idle.write('GET /fast HTTP/1.1\r\nhost: localhost\r\n\r\n')
     await until(() => idleData.endsWith('fast'), 2_000, 'the first https answer')
 
-    const slow = new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
-      https
-        .get({ host: '127.0.0.1', port, path: '/slow', ca: cert, servername: 'localhost', agent: false }, (res) => {
-          let body = ''
-          res.on('data', (chunk: Buffer) => {
-            body += chunk.toString()
-          })
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
-        })
-        .on('error', reject)
-    })
+    const slow = new Promise<{ status: number; connection: string | undefined; body: string }>(
+      (resolve, reject) => {
+        https
+          .get(
+            { host: '127.0.0.1', port, path: '/slow', ca: cert, servername: 'localhost', agent: false },
+            (res) => {
+              let body = ''
+              res.on('data', (chunk: Buffer) => {
+                body += chunk.toString()
+              })
+              res.on('end', () =>
+                resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }),
+              )
+            },
+          )
+          .on('error', reject)
+      },
+    )
     await within(2_000, routes.parked, 'the https request to park')
     const closed = app.close()
     expect(await within(2_000, idleClosed, 'the idle TLS connection to close')).toBe(false)
     routes.gate.resolve()
-    expect(await within(2_000, slow, 'the https response')).toEqual({ status: 200, connection: 'close', body: 'slow' })
+    expect(await within(2_000, slow, 'the https response')).toEqual({
+      status: 200,
+      connection: 'close',
+      body: 'slow',
+    })
     await within(3_000, closed, 'app.close()')
     const report = await app.shutdown.close()
     expect(report).toMatchObject({ graceful: true, requests: { completed: 1 }, connectionsDestroyed: 0 })

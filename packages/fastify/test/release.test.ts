@@ -1,8 +1,8 @@
-import { PassThrough } from 'node:stream'
 import http from 'node:http'
+import { PassThrough } from 'node:stream'
 import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
-import { afterEach, describe, expect, it } from 'vitest'
 import Fastify from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
 import { graceful } from '../src/index.js'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
 
@@ -74,9 +74,15 @@ describe('counting requests: released once the response has closed and the handl
     await within(2_000, inErrorHandler.promise, 'the error handler to run')
     expect(app.shutdown.inFlight).toBe(1)
     gate.resolve()
-    expect(await within(2_000, response, 'the error response')).toMatchObject({ status: 500, body: '{"handled":"boom"}' })
+    expect(await within(2_000, response, 'the error response')).toMatchObject({
+      status: 500,
+      body: '{"handled":"boom"}',
+    })
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0 after the async error')
-    expect(await request(port, { path: '/throw' })).toMatchObject({ status: 500, body: '{"handled":"sync boom"}' })
+    expect(await request(port, { path: '/throw' })).toMatchObject({
+      status: 500,
+      body: '{"handled":"sync boom"}',
+    })
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0 after the sync throw')
   })
 
@@ -119,7 +125,13 @@ describe('counting requests: released once the response has closed and the handl
         return 'ok'
       })
     })
-    const client = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/upload', headers: { 'content-type': 'text/plain', 'content-length': '100' } })
+    const client = http.request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/upload',
+      headers: { 'content-type': 'text/plain', 'content-length': '100' },
+    })
     client.on('error', () => {})
     client.write('only a part of it')
     await until(() => app.shutdown.inFlight === 1, 2_000, 'the request to be counted')
@@ -140,7 +152,13 @@ describe('counting requests: released once the response has closed and the handl
     })
     const agent = keepAliveAgent()
     expect((await request(port, { agent, path: '/missing' })).status).toBe(404)
-    const bad = await request(port, { agent, method: 'POST', path: '/json', body: '{nope', headers: { 'content-type': 'application/json' } })
+    const bad = await request(port, {
+      agent,
+      method: 'POST',
+      path: '/json',
+      body: '{nope',
+      headers: { 'content-type': 'application/json' },
+    })
     expect(bad.status).toBe(400)
     expect(await request(port, { agent, path: '/hijack' })).toMatchObject({ status: 200, body: 'raw' })
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')

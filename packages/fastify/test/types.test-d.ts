@@ -1,14 +1,21 @@
 import Fastify from 'fastify'
 import { describe, expectTypeOf, it } from 'vitest'
-import { type GracefulOptions, graceful, type Shutdown, type ShutdownReport } from '../src/index.js'
+import {
+  createShutdown,
+  type GracefulOptions,
+  graceful,
+  type Shutdown,
+  type ShutdownReport,
+} from '../src/index.js'
 
 describe('types', () => {
   it('merges a read-only `shutdown: Shutdown` into every FastifyInstance', () => {
     const app = Fastify()
     expectTypeOf(app.shutdown).toEqualTypeOf<Shutdown>()
     expectTypeOf(app.shutdown.close()).toEqualTypeOf<Promise<ShutdownReport>>()
+    const other = createShutdown()
     // @ts-expect-error the decorator is read-only
-    app.shutdown = app.shutdown
+    app.shutdown = other
     const h2 = Fastify({ http2: true })
     expectTypeOf(h2.shutdown).toEqualTypeOf<Shutdown>()
   })

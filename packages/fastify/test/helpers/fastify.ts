@@ -6,7 +6,7 @@ const started = new Set<FastifyInstance>()
 
 /**
  * A Fastify app with `graceful` registered first (`signals: false`, `logger: false` unless
- * overridden), then `setup(app)` for the test's own routes and hooks, listening on 127.0.0.1:0.
+ * overridden, or `options` as they are when they share a `shutdown`), then `setup(app)` for the test's own routes and hooks, listening on 127.0.0.1:0.
  */
 export async function startFastify(
   setup: (app: FastifyInstance) => void,
@@ -15,7 +15,7 @@ export async function startFastify(
 ): Promise<{ app: FastifyInstance; port: number }> {
   const app = Fastify({ logger: false, ...fastifyOptions }) as unknown as FastifyInstance
   started.add(app)
-  await app.register(graceful, { signals: false, logger: false, ...options })
+  await app.register(graceful, options.shutdown ? options : { signals: false, logger: false, ...options })
   setup(app)
   await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, port: (app.server.address() as AddressInfo).port }
