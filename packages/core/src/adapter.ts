@@ -30,7 +30,10 @@ export interface RawAnswer {
  * Validates adapter options at creation time and returns the Shutdown to use and the health paths.
  * Shared by every adapter so the rules (and messages) are the same everywhere.
  */
-export function resolveAdapterOptions(options: AdapterOptions | undefined): { shutdown: Shutdown; health: HealthPaths | undefined } {
+export function resolveAdapterOptions(options: AdapterOptions | undefined): {
+  shutdown: Shutdown
+  health: HealthPaths | undefined
+} {
   if (options === undefined) options = {}
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw invalidOptionType('options', 'an object', options)
@@ -41,7 +44,11 @@ export function resolveAdapterOptions(options: AdapterOptions | undefined): { sh
     if (!isShutdown(given)) throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given)
     const extra = Object.keys(core).find((key) => (SHUTDOWN_OPTION_NAMES as readonly string[]).includes(key))
     if (extra !== undefined) {
-      throw invalidOptionType(extra, 'set on the given "shutdown" (createShutdown) rather than beside it', core[extra as keyof typeof core])
+      throw invalidOptionType(
+        extra,
+        'set on the given "shutdown" (createShutdown) rather than beside it',
+        core[extra as keyof typeof core],
+      )
     }
   }
   // Unknown keys are reported against the full list, adapter keys included.
@@ -53,21 +60,28 @@ function resolveHealth(value: unknown): HealthPaths | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true) return { readyPath: '/readyz', livePath: '/livez' }
   const expected = 'true, false or an object { readyPath?, livePath? }'
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidOptionType('health', expected, value)
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw invalidOptionType('health', expected, value)
   const paths = value as Record<string, unknown>
   for (const key of Object.keys(paths)) {
-    if (key !== 'readyPath' && key !== 'livePath') throw invalidOptionType(`health.${key}`, 'not set: known keys are readyPath and livePath', paths[key])
+    if (key !== 'readyPath' && key !== 'livePath')
+      throw invalidOptionType(`health.${key}`, 'not set: known keys are readyPath and livePath', paths[key])
   }
   const path = (name: 'readyPath' | 'livePath', fallback: string): string => {
     const given = paths[name]
     if (given === undefined) return fallback
-    if (typeof given !== 'string') throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given)
+    if (typeof given !== 'string')
+      throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given)
     if (!given.startsWith('/')) throw invalidOptionRange(`health.${name}`, 'a path starting with "/"', given)
     return given
   }
   const resolved = { readyPath: path('readyPath', '/readyz'), livePath: path('livePath', '/livez') }
   if (resolved.readyPath === resolved.livePath) {
-    throw invalidOptionRange('health.livePath', `a path other than readyPath ("${resolved.readyPath}")`, resolved.livePath)
+    throw invalidOptionRange(
+      'health.livePath',
+      `a path other than readyPath ("${resolved.readyPath}")`,
+      resolved.livePath,
+    )
   }
   return resolved
 }
@@ -77,7 +91,12 @@ function resolveHealth(value: unknown): HealthPaths | undefined {
  * bypass the gate and are not counted: readiness 200 while serving and 503 from the signal on
  * (`{"status":"<state>"}`), liveness 200 for as long as it can be reached.
  */
-export function healthAnswer(shutdown: Shutdown, health: HealthPaths | undefined, method: string | undefined, url: string | undefined): RawAnswer | undefined {
+export function healthAnswer(
+  shutdown: Shutdown,
+  health: HealthPaths | undefined,
+  method: string | undefined,
+  url: string | undefined,
+): RawAnswer | undefined {
   if (health === undefined || (method !== 'GET' && method !== 'HEAD') || url === undefined) return undefined
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
@@ -88,7 +107,11 @@ export function healthAnswer(shutdown: Shutdown, health: HealthPaths | undefined
   const body = JSON.stringify({ status: path === health.livePath ? 'alive' : shutdown.state })
   return {
     status,
-    headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store' },
+    headers: {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+      'cache-control': 'no-store',
+    },
     body, // Node sends no body for HEAD, only the length
   }
 }

@@ -36,13 +36,23 @@ export function invalidOptionRange(name: string, expected: string, received: unk
 export function unknownOption(name: string, known: readonly string[]): LameduckError {
   const guess = closest(name, known)
   const hint = guess === undefined ? `known options: ${known.join(', ')}` : `did you mean "${guess}"?`
-  return withCode(new TypeError(`${PREFIX}: unknown option "${name}"; ${hint}`), 'ERR_LAMEDUCK_INVALID_OPTION')
+  return withCode(
+    new TypeError(`${PREFIX}: unknown option "${name}"; ${hint}`),
+    'ERR_LAMEDUCK_INVALID_OPTION',
+  )
 }
 
 /** A method argument of the wrong kind. */
-export function invalidArgument(method: string, name: string, expected: string, received: unknown): LameduckError {
+export function invalidArgument(
+  method: string,
+  name: string,
+  expected: string,
+  received: unknown,
+): LameduckError {
   return withCode(
-    new TypeError(`${PREFIX}: ${method}() argument "${name}" must be ${expected}; received ${describe(received)}.`),
+    new TypeError(
+      `${PREFIX}: ${method}() argument "${name}" must be ${expected}; received ${describe(received)}.`,
+    ),
     'ERR_LAMEDUCK_INVALID_ARGUMENT',
   )
 }
@@ -59,7 +69,8 @@ export function closedError(method: string, state: string): LameduckError {
 export function describe(value: unknown): string {
   if (value === null) return 'null'
   if (value === undefined) return 'undefined'
-  if (typeof value === 'string') return `${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} (string)`
+  if (typeof value === 'string')
+    return `${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} (string)`
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
     return `${String(value)} (${typeof value})`
   }

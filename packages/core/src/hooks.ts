@@ -26,7 +26,12 @@ export interface HookEntry {
  * Runs one hook, bounded: resolves when the hook settles or its timeout passes, whichever is first,
  * and never rejects. The timer stays ref'd so the process cannot slip out under a hook.
  */
-export function runHook(entry: HookEntry, phase: HookOutcome['phase'], timeoutMs: number, clock: Clock): Promise<HookOutcome> {
+export function runHook(
+  entry: HookEntry,
+  phase: HookOutcome['phase'],
+  timeoutMs: number,
+  clock: Clock,
+): Promise<HookOutcome> {
   const startedAt = clock.now()
   const controller = new AbortController()
   return new Promise<HookOutcome>((resolve) => {

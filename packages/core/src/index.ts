@@ -1,10 +1,17 @@
-export { type AdapterOptions, type HealthOption, type HealthPaths, healthAnswer, type RawAnswer, resolveAdapterOptions } from './adapter.js'
-export { type LameduckError, type LameduckErrorCode } from './errors.js'
+export {
+  type AdapterOptions,
+  type HealthOption,
+  type HealthPaths,
+  healthAnswer,
+  type RawAnswer,
+  resolveAdapterOptions,
+} from './adapter.js'
+export type { LameduckError, LameduckErrorCode } from './errors.js'
 export type { Hook, HookOutcome } from './hooks.js'
+export { onResponseClosed, responseClosed } from './lifecycle.js'
 export type { Logger } from './logger.js'
 export { type Clock, type LateRequestPolicy, resolveOptions, type ShutdownOptions } from './options.js'
 export { type AnyRequest, type AnyResponse, buildRefusal, type Refusal, writeRefusal } from './refusal.js'
-export { onResponseClosed, responseClosed } from './lifecycle.js'
 export type { AttachableServer } from './server.js'
 export {
   type CloseOptions,

@@ -27,7 +27,9 @@ export const consoleLogger: Logger = {
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} }
 
 /** Calls the user's logger without letting a throwing logger break the shutdown. */
-export function safeLogger(logger: Logger): Required<Pick<Logger, 'info' | 'warn' | 'error'>> & { flush(): void } {
+export function safeLogger(
+  logger: Logger,
+): Required<Pick<Logger, 'info' | 'warn' | 'error'>> & { flush(): void } {
   const call = (level: 'info' | 'warn' | 'error') => (fields: Record<string, unknown>, message: string) => {
     try {
       logger[level](fields, message)

@@ -1,6 +1,6 @@
 import { constants } from 'node:os'
 import { invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
-import { type Logger, consoleLogger, silentLogger } from './logger.js'
+import { consoleLogger, type Logger, silentLogger } from './logger.js'
 
 /** What to do with a request arriving on an open connection once stopping has begun. */
 export type LateRequestPolicy = 'serve' | 'refuse'
@@ -93,7 +93,10 @@ const CATCHABLE = Object.keys(constants.signals).filter((name) => name !== 'SIGK
  * Checks every option once and applies the defaults — the only copy of them.
  * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'`.
  */
-export function resolveOptions(options: ShutdownOptions = {}, extraKeys: readonly string[] = []): ResolvedOptions {
+export function resolveOptions(
+  options: ShutdownOptions = {},
+  extraKeys: readonly string[] = [],
+): ResolvedOptions {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw invalidOptionType('options', 'an object', options)
   }
@@ -104,14 +107,19 @@ export function resolveOptions(options: ShutdownOptions = {}, extraKeys: readonl
   const timeoutMs = milliseconds('timeoutMs', options.timeoutMs, 20_000)
   const drainDelayMs = milliseconds('drainDelayMs', options.drainDelayMs, 0)
   if (drainDelayMs > 0 && drainDelayMs >= timeoutMs) {
-    throw invalidOptionRange('drainDelayMs', `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`, drainDelayMs)
+    throw invalidOptionRange(
+      'drainDelayMs',
+      `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`,
+      drainDelayMs,
+    )
   }
   const exitCodes = options.exitCodes ?? {}
   if (exitCodes === null || typeof exitCodes !== 'object' || Array.isArray(exitCodes)) {
     throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes)
   }
   for (const key of Object.keys(exitCodes)) {
-    if (key !== 'graceful' && key !== 'failed') throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'])
+    if (key !== 'graceful' && key !== 'failed')
+      throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'])
   }
   return {
     timeoutMs,
@@ -127,7 +135,14 @@ export function resolveOptions(options: ShutdownOptions = {}, extraKeys: readonl
       failed: exitCode('exitCodes.failed', exitCodes.failed, 1),
     },
     exitWatchdogMs: milliseconds('exitWatchdogMs', options.exitWatchdogMs, 1_000),
-    retryAfterSeconds: integer('retryAfterSeconds', options.retryAfterSeconds, 5, 0, 86_400, 'a whole number of seconds from 0 to 86400'),
+    retryAfterSeconds: integer(
+      'retryAfterSeconds',
+      options.retryAfterSeconds,
+      5,
+      0,
+      86_400,
+      'a whole number of seconds from 0 to 86400',
+    ),
     progressIntervalMs: milliseconds('progressIntervalMs', options.progressIntervalMs, 1_000),
     logger: loggerOption(options.logger),
     clock: clockOption(options.clock),
@@ -139,11 +154,19 @@ export function milliseconds(name: string, value: unknown, fallback: number): nu
   if (value === undefined) return fallback
   const expected = 'a finite number of milliseconds >= 0'
   if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
-  if (!Number.isFinite(value) || value < 0 || value > 2_147_483_647) throw invalidOptionRange(name, expected, value)
+  if (!Number.isFinite(value) || value < 0 || value > 2_147_483_647)
+    throw invalidOptionRange(name, expected, value)
   return value
 }
 
-function integer(name: string, value: unknown, fallback: number, min: number, max: number, expected: string): number {
+function integer(
+  name: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  max: number,
+  expected: string,
+): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
   if (!Number.isInteger(value) || value < min || value > max) throw invalidOptionRange(name, expected, value)
@@ -158,7 +181,9 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
   if (value === undefined) return fallback
   if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T
   const expected = `one of ${allowed.map((v) => `"${v}"`).join(', ')}`
-  throw typeof value === 'string' ? invalidOptionRange(name, expected, value) : invalidOptionType(name, expected, value)
+  throw typeof value === 'string'
+    ? invalidOptionRange(name, expected, value)
+    : invalidOptionType(name, expected, value)
 }
 
 function signalList(value: unknown): readonly NodeJS.Signals[] {
@@ -177,7 +202,8 @@ function signalList(value: unknown): readonly NodeJS.Signals[] {
 
 function exitOption(value: unknown): boolean | ((code: number) => void) {
   if (value === undefined) return true
-  if (typeof value === 'boolean' || typeof value === 'function') return value as boolean | ((code: number) => void)
+  if (typeof value === 'boolean' || typeof value === 'function')
+    return value as boolean | ((code: number) => void)
   throw invalidOptionType('exit', 'a boolean or a function (code) => void', value)
 }
 

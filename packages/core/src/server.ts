@@ -77,7 +77,13 @@ export function createServerTracker(options: {
   function track(socket: Socket): Connection {
     let connection = connections.get(socket)
     if (connection) return connection
-    connection = { socket, pending: new Set(), idleSince: clock.now(), hasLastRequest: false, upgraded: false }
+    connection = {
+      socket,
+      pending: new Set(),
+      idleSince: clock.now(),
+      hasLastRequest: false,
+      upgraded: false,
+    }
     connections.set(socket, connection)
     socket.once('close', () => {
       connections.delete(socket)
@@ -99,7 +105,8 @@ export function createServerTracker(options: {
   function onSecureConnection(socket: Socket): void {
     for (const raw of handshaking) {
       // The raw socket under this TLS socket: same peer. Public fields only, no `_parent`.
-      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) handshaking.delete(raw)
+      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress)
+        handshaking.delete(raw)
     }
     track(socket)
   }
@@ -158,7 +165,7 @@ export function createServerTracker(options: {
     this.emit('request', req, res)
   }
 
-  function onUpgrade(req: IncomingMessage, socket: Socket): void {
+  function onUpgrade(_req: IncomingMessage, socket: Socket): void {
     const connection = connections.get(socket) ?? track(socket)
     connection.upgraded = true
     events.onConnectionsChanged()
@@ -167,10 +174,14 @@ export function createServerTracker(options: {
     const { status, headers, body } = options.refusal(1)
     const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
     // Written raw (the socket is no longer Node's to answer on), with the Date Node would add.
-    socket.end(`HTTP/1.1 ${status} Service Unavailable\r\n${head.join('')}date: ${new Date().toUTCString()}\r\n\r\n${body}`)
+    socket.end(
+      `HTTP/1.1 ${status} Service Unavailable\r\n${head.join('')}date: ${new Date().toUTCString()}\r\n\r\n${body}`,
+    )
   }
 
-  type UpgradeListener = ((this: NetServer, req: IncomingMessage, socket: Socket, head: Buffer) => void) & { listener?: unknown }
+  type UpgradeListener = ((this: NetServer, req: IncomingMessage, socket: Socket, head: Buffer) => void) & {
+    listener?: unknown
+  }
   const guarded = new WeakSet<UpgradeListener>()
 
   function guardUpgrade(listener: UpgradeListener): UpgradeListener {
@@ -320,7 +331,8 @@ export function createServerTracker(options: {
     },
     get idleConnections() {
       let idle = 0
-      for (const connection of connections.values()) if (!connection.upgraded && connection.pending.size === 0) idle++
+      for (const connection of connections.values())
+        if (!connection.upgraded && connection.pending.size === 0) idle++
       return idle
     },
     get serverCount() {

@@ -96,7 +96,9 @@ export const SHUTDOWN_BRAND: unique symbol = Symbol.for('lameduck.shutdown') as 
 
 /** True when `value` is a Shutdown made by any copy of `@lameduck/core`. */
 export function isShutdown(value: unknown): value is Shutdown {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[SHUTDOWN_BRAND] === true
+  return (
+    typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[SHUTDOWN_BRAND] === true
+  )
 }
 
 const ORDER: readonly ShutdownState[] = ['serving', 'draining', 'stopping', 'closing', 'closed']
@@ -121,8 +123,19 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   const closeHooks: HookEntry[] = []
   const wrapUp = new AbortController()
   const stopNow = new AbortController()
-  const listeners: { [E in keyof ShutdownEvents]: Set<ShutdownEvents[E]> } = { statechange: new Set(), closed: new Set() }
-  const counts = { completed: 0, refused: 0, forced: 0, tasksCompleted: 0, tasksFailed: 0, tasksAborted: 0, destroyed: 0 }
+  const listeners: { [E in keyof ShutdownEvents]: Set<ShutdownEvents[E]> } = {
+    statechange: new Set(),
+    closed: new Set(),
+  }
+  const counts = {
+    completed: 0,
+    refused: 0,
+    forced: 0,
+    tasksCompleted: 0,
+    tasksFailed: 0,
+    tasksAborted: 0,
+    destroyed: 0,
+  }
   let running: Promise<ShutdownReport> | undefined
   let forcedByUser = false
   let wakeDrain: (() => void) | undefined
@@ -187,7 +200,8 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   function checkDrained(): void {
-    if (state === 'stopping' && inFlight === 0 && tasks.size === 0 && tracker.openConnections === 0) wakeDrain?.()
+    if (state === 'stopping' && inFlight === 0 && tasks.size === 0 && tracker.openConnections === 0)
+      wakeDrain?.()
   }
 
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
@@ -197,7 +211,12 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     } catch {
       return // An HTTP/2 compat socket proxy refuses some property reads.
     }
-    if (server === null || typeof server !== 'object' || typeof (server as AttachableServer).listen !== 'function') return
+    if (
+      server === null ||
+      typeof server !== 'object' ||
+      typeof (server as AttachableServer).listen !== 'function'
+    )
+      return
     const found = server as AttachableServer
     if (!tracker.has(found)) {
       if (atLeast('closing')) return
@@ -247,22 +266,30 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       throw invalidArgument('track', 'task', 'a promise or a function (signal) => promise', task)
     }
     tasks.add(promise)
-    promise.then(
-      () => {
-        counts.tasksCompleted++
-      },
-      (error: unknown) => {
-        counts.tasksFailed++
-        log.error({ err: error, task: label }, `task "${label}" failed`)
-      },
-    ).finally(() => {
-      tasks.delete(promise)
-      checkDrained()
-    })
+    promise
+      .then(
+        () => {
+          counts.tasksCompleted++
+        },
+        (error: unknown) => {
+          counts.tasksFailed++
+          log.error({ err: error, task: label }, `task "${label}" failed`)
+        },
+      )
+      .finally(() => {
+        tasks.delete(promise)
+        checkDrained()
+      })
     return promise
   }
 
-  function addHook(method: 'onDrain' | 'onClose', list: HookEntry[], label: string, hook: Hook, hookOptions?: HookOptions): void {
+  function addHook(
+    method: 'onDrain' | 'onClose',
+    list: HookEntry[],
+    label: string,
+    hook: Hook,
+    hookOptions?: HookOptions,
+  ): void {
     checkLabel(method, label)
     if (typeof hook !== 'function') throw invalidArgument(method, 'hook', 'a function', hook)
     if (hookOptions !== undefined && (hookOptions === null || typeof hookOptions !== 'object')) {
@@ -291,7 +318,10 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
   async function run(reason: string, delayMs: number): Promise<ShutdownReport> {
     const startedAt = clock.now()
-    log.info({ reason, timeoutMs: opts.timeoutMs, drainDelayMs: delayMs }, `shutdown started (${reason}): not ready; draining for ${delayMs} ms, deadline in ${opts.timeoutMs} ms`)
+    log.info(
+      { reason, timeoutMs: opts.timeoutMs, drainDelayMs: delayMs },
+      `shutdown started (${reason}): not ready; draining for ${delayMs} ms, deadline in ${opts.timeoutMs} ms`,
+    )
     let deadlinePassed = false
     const deadline = clock.setTimeout(() => {
       deadlinePassed = true
@@ -300,7 +330,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     }, opts.timeoutMs)
 
     moveTo('draining')
-    const drainOutcomes = drainHooks.map((entry) => runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock))
+    const drainOutcomes = drainHooks.map((entry) =>
+      runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock),
+    )
     const finished: HookOutcome[] = []
     for (const outcome of drainOutcomes) void outcome.then((result) => finished.push(result))
 
@@ -417,7 +449,12 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     },
     signal: wrapUp.signal,
     attach(server) {
-      if (server === null || typeof server !== 'object' || typeof server.listen !== 'function' || typeof server.prependListener !== 'function') {
+      if (
+        server === null ||
+        typeof server !== 'object' ||
+        typeof server.listen !== 'function' ||
+        typeof server.prependListener !== 'function'
+      ) {
         throw invalidArgument('attach', 'server', 'an http, https or http2 server', server)
       }
       if (atLeast('closing') && !tracker.has(server)) throw closedError('attach', state)
@@ -448,7 +485,8 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 }
 
 function checkLabel(method: string, label: unknown): void {
-  if (typeof label !== 'string' || label.length === 0) throw invalidArgument(method, 'label', 'a non-empty string', label)
+  if (typeof label !== 'string' || label.length === 0)
+    throw invalidArgument(method, 'label', 'a non-empty string', label)
 }
 
 function plural(count: number, noun: string): string {

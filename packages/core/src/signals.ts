@@ -40,7 +40,11 @@ interface SignalCoordinator {
 export function onSignals(member: SignalMember): () => void {
   const registry = globalThis as unknown as Record<symbol, SignalCoordinator | undefined>
   let coordinator = registry[COORDINATOR_KEY]
-  if (coordinator === undefined || typeof coordinator.register !== 'function' || !(coordinator.version >= 1)) {
+  if (
+    coordinator === undefined ||
+    typeof coordinator.register !== 'function' ||
+    !(coordinator.version >= 1)
+  ) {
     coordinator = createCoordinator()
     Object.defineProperty(registry, COORDINATOR_KEY, { value: coordinator, configurable: true })
   }

@@ -1,6 +1,15 @@
 import net from 'node:net'
+import {
+  closeServer,
+  keepAliveAgent,
+  parseResponses,
+  rawConnect,
+  rawRequest,
+  request,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { closeServer, keepAliveAgent, parseResponses, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
 import { startApp, type TestApp } from './helpers/app.js'
 
 let app: TestApp | undefined
@@ -51,8 +60,9 @@ describe('keep-alive connections through a shutdown', () => {
     const closed = await within(2_000, raw.closed, 'the idle socket to close')
     expect(closed.error).toBeUndefined()
     expect(report.graceful).toBe(true)
+    const { port } = app
     const refused = await new Promise<string>((resolve) => {
-      const socket = net.connect(app!.port, '127.0.0.1')
+      const socket = net.connect(port, '127.0.0.1')
       socket.once('connect', () => resolve('connected'))
       socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'))
     })
@@ -82,7 +92,12 @@ describe('keep-alive connections through a shutdown', () => {
   })
 
   it('refuses the last request raw under lateRequests: refuse, on the same socket, without running the handler', async () => {
-    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000, lateRequests: 'refuse', retryAfterSeconds: 7 })
+    app = await startApp({
+      timeoutMs: 5_000,
+      idleGraceMs: 1_000,
+      lateRequests: 'refuse',
+      retryAfterSeconds: 7,
+    })
     const raw = await rawConnect(app.port)
     raw.write(rawRequest('GET', '/first'))
     await raw.waitFor('ok /first')

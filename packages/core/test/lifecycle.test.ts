@@ -38,7 +38,12 @@ describe('the shutdown lifecycle', () => {
     release?.()
     const done = await report
     expect(states).toEqual(['draining', 'stopping', 'closing', 'closed'])
-    expect(done).toMatchObject({ reason: 'test', graceful: true, exitCode: 0, requests: { completed: 1, refused: 0, forced: 0 } })
+    expect(done).toMatchObject({
+      reason: 'test',
+      graceful: true,
+      exitCode: 0,
+      requests: { completed: 1, refused: 0, forced: 0 },
+    })
     expect(done.durationMs).toBe(1_000)
   })
 
@@ -133,7 +138,12 @@ describe('the shutdown lifecycle', () => {
     const done = await report
     expect(taskSignal?.aborted).toBe(true)
     expect(ran).toEqual(['db'])
-    expect(done).toMatchObject({ graceful: false, exitCode: 1, requests: { forced: 1 }, tasks: { aborted: 1 } })
+    expect(done).toMatchObject({
+      graceful: false,
+      exitCode: 1,
+      requests: { forced: 1 },
+      tasks: { aborted: 1 },
+    })
   })
 
   it('runs close hooks newest first, one at a time; a throwing or overrunning hook is reported and the next still runs', async () => {
@@ -152,7 +162,9 @@ describe('the shutdown lifecycle', () => {
       order.push('throws')
       throw new Error('nope')
     })
-    shutdown.onClose('own timeout', () => new Promise<void>((resolve) => clock.setTimeout(resolve, 50)), { timeoutMs: 40 })
+    shutdown.onClose('own timeout', () => new Promise<void>((resolve) => clock.setTimeout(resolve, 50)), {
+      timeoutMs: 40,
+    })
     const report = shutdown.close()
     await clock.advance(1_000)
     const done = await report
@@ -164,7 +176,7 @@ describe('the shutdown lifecycle', () => {
       ['hangs', 'close', false, true],
       ['first', 'close', true, false],
     ])
-    expect((done.hooks[1]?.error as Error).message).toBe('nope')
+    expect(done.hooks[1]?.error).toEqual(new Error('nope'))
     expect(done.graceful).toBe(true)
     expect(done.exitCode).toBe(1)
   })
@@ -193,7 +205,12 @@ describe('the shutdown lifecycle', () => {
   })
 
   it('force() makes the deadline now and caps close hooks at forcedHookTimeoutMs', async () => {
-    const { clock, shutdown } = setup({ drainDelayMs: 1_000, timeoutMs: 10_000, forcedHookTimeoutMs: 100, hookTimeoutMs: 5_000 })
+    const { clock, shutdown } = setup({
+      drainDelayMs: 1_000,
+      timeoutMs: 10_000,
+      forcedHookTimeoutMs: 100,
+      hookTimeoutMs: 5_000,
+    })
     shutdown.enter()
     shutdown.onClose('slow', () => new Promise(() => {}))
     void shutdown.close('SIGTERM')
@@ -209,12 +226,19 @@ describe('the shutdown lifecycle', () => {
     const { clock, shutdown } = setup({ drainDelayMs: 100 })
     const report = shutdown.close()
     expect(() => shutdown.onDrain('late', () => {})).toThrow(
-      expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED', message: '@lameduck/core: onDrain() cannot be called once the shutdown is draining.' }),
+      expect.objectContaining({
+        code: 'ERR_LAMEDUCK_CLOSED',
+        message: '@lameduck/core: onDrain() cannot be called once the shutdown is draining.',
+      }),
     )
     await clock.advance(100)
     await report
-    expect(() => shutdown.onClose('late', () => {})).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }))
-    expect(() => shutdown.track('late', Promise.resolve())).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }))
+    expect(() => shutdown.onClose('late', () => {})).toThrow(
+      expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }),
+    )
+    expect(() => shutdown.track('late', Promise.resolve())).toThrow(
+      expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }),
+    )
   })
 
   it('logs progress while stopping and sums the shutdown up in its last line', async () => {

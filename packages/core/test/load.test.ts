@@ -32,12 +32,20 @@ afterAll(() => {
   )
 })
 
-async function loadRun(lateRequests: 'serve' | 'refuse'): Promise<{ busy: Outcomes; idleAtStop: number; code: number | null }> {
+async function loadRun(
+  lateRequests: 'serve' | 'refuse',
+): Promise<{ busy: Outcomes; idleAtStop: number; code: number | null }> {
   const app = await startFixture(server, [], {
     LAMEDUCK_OPTIONS: JSON.stringify({ lateRequests, timeoutMs: 3_000, progressIntervalMs: 0 }),
     FIXTURE_QUIET: '1',
   })
-  const busy: Outcomes = { ok: 0, refusedWith503: 0, refusedConnections: 0, resets: [], lastOnReusedSocket: 0 }
+  const busy: Outcomes = {
+    ok: 0,
+    refusedWith503: 0,
+    refusedConnections: 0,
+    resets: [],
+    lastOnReusedSocket: 0,
+  }
   let signalled = false
   const stopAt = Date.now() + RUN_BOUND_MS
   let served = 0
@@ -92,7 +100,9 @@ async function loadRun(lateRequests: 'serve' | 'refuse'): Promise<{ busy: Outcom
       // a test; it ends early once the server has exited.
       let timer: NodeJS.Timeout | undefined
       const exited = await Promise.race([
-        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 500 + Math.random() * 2_500))),
+        new Promise<false>(
+          (resolve) => (timer = setTimeout(() => resolve(false), 500 + Math.random() * 2_500)),
+        ),
         app.exited.then(() => true),
       ])
       clearTimeout(timer)
@@ -108,7 +118,11 @@ async function loadRun(lateRequests: 'serve' | 'refuse'): Promise<{ busy: Outcom
   ]
   // Signal once the load is under way and every idle client holds a used, idle socket: a socket
   // that has not sent its first request yet is a different case (a slow client), not this pool's.
-  await until(() => served >= BUSY_CLIENTS * 4 && idleReady === IDLE_CLIENTS, 3_000, 'the load to be under way')
+  await until(
+    () => served >= BUSY_CLIENTS * 4 && idleReady === IDLE_CLIENTS,
+    3_000,
+    'the load to be under way',
+  )
   signalled = true
   app.kill('SIGTERM')
   const exit = await within(RUN_BOUND_MS + 2_000, app.exited, 'the server to exit')
@@ -117,21 +131,27 @@ async function loadRun(lateRequests: 'serve' | 'refuse'): Promise<{ busy: Outcom
   return { busy, idleAtStop: Number(stopping?.[1] ?? -1), code: exit.code }
 }
 
-describe.each(['serve', 'refuse'] as const)('keep-alive load through a real SIGTERM (lateRequests: %s)', (policy) => {
-  it.each(Array.from({ length: RUNS }, (_, i) => i + 1))('run %i: no resets, only 200s, refusals and refused connections', async () => {
-    const { busy, idleAtStop, code } = await loadRun(policy)
-    expect(busy.resets).toEqual([])
-    expect(code).toBe(0)
-    // The pool of idle clients guarantees idle sockets at the signal; busy ones reuse theirs.
-    expect(idleAtStop).toBeGreaterThanOrEqual(1)
-    if (policy === 'serve') {
-      expect(busy.lastOnReusedSocket).toBeGreaterThanOrEqual(1)
-      expect(busy.refusedWith503).toBe(0)
-    } else {
-      expect(busy.refusedWith503 + busy.lastOnReusedSocket).toBeGreaterThanOrEqual(1)
-    }
-  })
-})
+describe.each(['serve', 'refuse'] as const)(
+  'keep-alive load through a real SIGTERM (lateRequests: %s)',
+  (policy) => {
+    it.each(Array.from({ length: RUNS }, (_, i) => i + 1))(
+      'run %i: no resets, only 200s, refusals and refused connections',
+      async () => {
+        const { busy, idleAtStop, code } = await loadRun(policy)
+        expect(busy.resets).toEqual([])
+        expect(code).toBe(0)
+        // The pool of idle clients guarantees idle sockets at the signal; busy ones reuse theirs.
+        expect(idleAtStop).toBeGreaterThanOrEqual(1)
+        if (policy === 'serve') {
+          expect(busy.lastOnReusedSocket).toBeGreaterThanOrEqual(1)
+          expect(busy.refusedWith503).toBe(0)
+        } else {
+          expect(busy.refusedWith503 + busy.lastOnReusedSocket).toBeGreaterThanOrEqual(1)
+        }
+      },
+    )
+  },
+)
 
 describe('the idle pool (RFC 9112 §9.6 race)', () => {
   it('kept resets under 1 % of the idle sockets closed over all runs', () => {

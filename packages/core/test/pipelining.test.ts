@@ -1,4 +1,12 @@
-import { closeServer, parseResponses, rawConnect, rawRequest, request, until, within } from '@lameduck/test-utils'
+import {
+  closeServer,
+  parseResponses,
+  rawConnect,
+  rawRequest,
+  request,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startApp, type TestApp } from './helpers/app.js'
 
@@ -44,7 +52,7 @@ describe('pipelined requests across the gate', () => {
     expect((await report).graceful).toBe(true)
   })
 
-  it('refuses requests pipelined behind a connection\'s last response without running their handlers', async () => {
+  it("refuses requests pipelined behind a connection's last response without running their handlers", async () => {
     app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000 })
     const raw = await rawConnect(app.port)
     raw.write(rawRequest('GET', '/first'))
@@ -53,7 +61,11 @@ describe('pipelined requests across the gate', () => {
     const gate = await within(2_000, app.nextParked(), 'a request keeping the server busy')
     const report = app.shutdown.close('test')
     await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
-    raw.write(rawRequest('GET', '/last') + rawRequest('POST', '/behind', {}, 'x'.repeat(10)) + rawRequest('GET', '/behind2'))
+    raw.write(
+      rawRequest('GET', '/last') +
+        rawRequest('POST', '/behind', {}, 'x'.repeat(10)) +
+        rawRequest('GET', '/behind2'),
+    )
     const { data, error } = await within(3_000, raw.closed, 'the connection to close')
     expect(error).toBeUndefined()
     expect(parseResponses(data).map((r) => [r.status, r.body])).toEqual([
@@ -88,7 +100,9 @@ describe('request bodies and expectations while stopping', () => {
     expect(error).toBeUndefined()
     const [, refusal] = parseResponses(data)
     expect(refusal?.status).toBe(503)
-    expect(refusal?.body).toBe('{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}')
+    expect(refusal?.body).toBe(
+      '{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}',
+    )
     expect(app.hits).not.toContain('/echo')
     gate.resolve()
     await busy

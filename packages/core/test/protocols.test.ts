@@ -2,7 +2,17 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { closeServer, deferred, nextEvent, parseResponses, rawConnect, rawRequest, tlsCredentials, until, within } from '@lameduck/test-utils'
+import {
+  closeServer,
+  deferred,
+  nextEvent,
+  parseResponses,
+  rawConnect,
+  rawRequest,
+  tlsCredentials,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createShutdown, onResponseClosed, type Shutdown, writeRefusal } from '../src/index.js'
 
@@ -13,12 +23,18 @@ afterEach(async () => {
 
 /** A handler using the core as adapters do; `/slow` waits for `gate`. */
 function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void) {
-  return (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+  return (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ) => {
     const release = shutdown.enter(req, res)
     if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
     onResponseClosed(res, release)
     const body = `ok ${req.url}`
-    const answer = () => (res as http.ServerResponse).writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length }).end(body)
+    const answer = () =>
+      (res as http.ServerResponse)
+        .writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length })
+        .end(body)
     if (req.url === '/slow') {
       arrived()
       void gate.then(answer)
@@ -27,7 +43,9 @@ function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void) {
 }
 
 function listenOn(server: http.Server | https.Server | http2.Http2Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)))
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)),
+  )
 }
 
 describe('HTTPS', () => {
@@ -35,7 +53,10 @@ describe('HTTPS', () => {
     const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
     const gate = deferred()
     const arrived = deferred()
-    const server = https.createServer(tlsCredentials(), handler(shutdown, gate.promise, () => arrived.resolve()))
+    const server = https.createServer(
+      tlsCredentials(),
+      handler(shutdown, gate.promise, () => arrived.resolve()),
+    )
     shutdown.attach(server)
     const port = await listenOn(server)
     cleanups.push(() => closeServer(server))
@@ -47,7 +68,9 @@ describe('HTTPS', () => {
           .get({ host: '127.0.0.1', port, path, agent, ca: cert }, (res) => {
             let body = ''
             res.on('data', (chunk) => (body += chunk))
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }),
+            )
           })
           .on('error', reject)
       })
@@ -61,7 +84,11 @@ describe('HTTPS', () => {
     const report = shutdown.close('test')
     await within(2_000, idleSocketClosed, 'the idle TLS socket to close')
     gate.resolve()
-    expect(await within(2_000, slow, 'the slow response')).toEqual({ status: 200, connection: 'close', body: 'ok /slow' })
+    expect(await within(2_000, slow, 'the slow response')).toEqual({
+      status: 200,
+      connection: 'close',
+      body: 'ok /slow',
+    })
     const done = await within(2_000, report, 'the drain')
     expect(done.graceful).toBe(true)
   })
@@ -140,7 +167,7 @@ describe('upgrades (WebSocket)', () => {
     expect(error).toBeUndefined()
   })
 
-  it('refuses an upgrade request while stopping without running the app\'s upgrade listener', async () => {
+  it("refuses an upgrade request while stopping without running the app's upgrade listener", async () => {
     const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
     const { server, upgraded } = upgradeServer(shutdown)
     const port = await listenOn(server)
@@ -166,14 +193,17 @@ describe('attach', () => {
     expect(() => shutdown.attach({} as http.Server)).toThrow(
       expect.objectContaining({
         code: 'ERR_LAMEDUCK_INVALID_ARGUMENT',
-        message: '@lameduck/core: attach() argument "server" must be an http, https or http2 server; received an object.',
+        message:
+          '@lameduck/core: attach() argument "server" must be an http, https or http2 server; received an object.',
       }),
     )
     await shutdown.close()
-    expect(() => shutdown.attach(http.createServer())).toThrow(expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }))
+    expect(() => shutdown.attach(http.createServer())).toThrow(
+      expect.objectContaining({ code: 'ERR_LAMEDUCK_CLOSED' }),
+    )
   })
 
-  it('closes a connection opened before attach and never used, through Node\'s own reaping or the deadline', async () => {
+  it("closes a connection opened before attach and never used, through Node's own reaping or the deadline", async () => {
     const lines: string[] = []
     const logger = { info: (_: unknown, m: string) => lines.push(m), warn: () => {}, error: () => {} }
     const shutdown = createShutdown({ signals: false, logger, timeoutMs: 1_000 })
@@ -184,7 +214,11 @@ describe('attach', () => {
     const early = await rawConnect(port)
     await within(2_000, accepted, 'the early connection to be accepted')
     shutdown.attach(server)
-    await until(() => lines.some((line) => line.includes('opened before attach()')), 2_000, 'the early connection to be logged')
+    await until(
+      () => lines.some((line) => line.includes('opened before attach()')),
+      2_000,
+      'the early connection to be logged',
+    )
     await within(3_000, shutdown.close('test'), 'the shutdown')
     const { error } = await within(2_000, early.closed, 'the early connection to close')
     expect(error).toBeUndefined()

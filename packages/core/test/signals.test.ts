@@ -51,7 +51,9 @@ describe('signals and the process', () => {
 
   it('exits with the failed code when the drain is forced at the deadline', async () => {
     const app = await start({ timeoutMs: 300 })
-    const stuck = request(app.port, { path: '/slow?ms=20000' }).catch((error: NodeJS.ErrnoException) => error.code)
+    const stuck = request(app.port, { path: '/slow?ms=20000' }).catch(
+      (error: NodeJS.ErrnoException) => error.code,
+    )
     await app.waitForLine('received /slow')
     app.kill('SIGTERM')
     const exit = await within(3_000, app.exited, 'the process to exit')
@@ -67,7 +69,9 @@ describe('signals and the process', () => {
     const exit = await within(3_000, app.exited, 'the watchdog to exit the process')
     expect(exit.code).toBe(0)
     expect(exit.at - sentAt).toBeGreaterThanOrEqual(300)
-    expect(app.output()).toMatch(/did not exit within 300 ms of the shutdown; still holding the event loop: .*Timeout/)
+    expect(app.output()).toMatch(
+      /did not exit within 300 ms of the shutdown; still holding the event loop: .*Timeout/,
+    )
   })
 
   it('warns about other SIGTERM listeners installed before it', async () => {

@@ -1,6 +1,12 @@
 import http from 'node:http'
-import { createShutdown, onResponseClosed, type Shutdown, type ShutdownOptions, writeRefusal } from '../../src/index.js'
 import { type Deferred, deferred, listen } from '@lameduck/test-utils'
+import {
+  createShutdown,
+  onResponseClosed,
+  type Shutdown,
+  type ShutdownOptions,
+  writeRefusal,
+} from '../../src/index.js'
 
 /** A raw node:http app using the core the way an adapter does, with parkable handlers. */
 export interface TestApp {
