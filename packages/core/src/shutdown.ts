@@ -74,6 +74,12 @@ export interface Shutdown {
    * server is then discovered from `req.socket.server`.
    */
   enter(req?: AnyRequest, res?: AnyResponse): Release | undefined
+  /**
+   * Lets the shutdown see a request it must not count — a health probe answered before the gate:
+   * an unattached server is discovered from it and its connection follows the same rules (its
+   * last request once stopping carries `Connection: close`).
+   */
+  observe(req: AnyRequest, res: AnyResponse): void
   /** The 503 to answer with, identical in every adapter; no `Connection` header for HTTP/2. */
   refusal(req?: { httpVersionMajor: number }): Refusal
   /** Holds the drain open until `task` settles; its signal aborts at the deadline. A rejection is reported, never unhandled. */
@@ -354,8 +360,10 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     moveTo('stopping')
     wrapUp.abort(new Error(`shutdown: ${reason}`))
     log.info(
-      { connections: tracker.openConnections, idle: idleAtStop, inFlight },
-      `stopping: listener closed; ${plural(tracker.openConnections, 'connection')} open (${idleAtStop} idle), ${plural(inFlight, 'request')} in flight`,
+      { connections: tracker.openConnections, idle: idleAtStop, inFlight, servers: tracker.serverCount },
+      tracker.serverCount === 0
+        ? `stopping: no server attached or seen (call shutdown.attach(server)); ${plural(inFlight, 'request')} in flight`
+        : `stopping: listener closed; ${plural(tracker.openConnections, 'connection')} open (${idleAtStop} idle), ${plural(inFlight, 'request')} in flight`,
     )
     const progress = startProgress(startedAt)
     await new Promise<void>((resolve) => {
@@ -462,6 +470,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       return server
     },
     enter,
+    observe: (req, res) => discover(req, res),
     refusal: (req) => buildRefusal(opts.retryAfterSeconds, req?.httpVersionMajor ?? 1),
     track,
     onDrain: (label, hook, hookOptions) => addHook('onDrain', drainHooks, label, hook, hookOptions),

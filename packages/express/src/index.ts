@@ -55,6 +55,9 @@ export function graceful(options?: GracefulOptions): GracefulMiddleware {
     // Probes first: readiness must answer 503 while stopping rather than be refused or counted.
     const probe = healthAnswer(shutdown, health, req.method, req.url)
     if (probe !== undefined) {
+      // Not counted, but seen: a server only ever probed is still discovered, and a probe that is
+      // its connection's last request once stopping carries `Connection: close`.
+      shutdown.observe(req, res)
       res.writeHead(probe.status, probe.headers).end(probe.body)
       return
     }

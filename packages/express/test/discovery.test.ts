@@ -66,8 +66,16 @@ describe.each(expressVersions)('app.use(graceful()) without attach, with $name',
     agent.destroy()
   })
 
-  // Probes bypass enter(), the only place the core discovers a server: see the report to the lead.
-  it.todo(
-    'discovers the server when the first requests are all health probes (needs a core discovery hook for probes)',
-  )
+  it('discovers the server when the first requests are all health probes', async () => {
+    const app = await startExpressApp(
+      express,
+      { signals: false, logger: false, timeoutMs: 5_000, health: true },
+      () => {},
+      { attach: false },
+    )
+    running = app
+    expect((await request(app.port, { path: '/readyz' })).status).toBe(200)
+    await within(3_000, app.shutdown.close('test'), 'the drain to finish')
+    expect(await tryConnect(app.port)).toBe('ECONNREFUSED')
+  })
 })
