@@ -1,0 +1,197 @@
+// Section 1, overhead: the bare framework against the same app with graceful() mounted (and the other
+// libraries on Express), hello-world route, autocannon, A/B rounds alternating order, a fresh server
+// process per run, server CPU read from /proc/<pid>/stat over the measured window only.
+import { performance } from 'node:perf_hooks'
+import autocannon from 'autocannon'
+import { LIBRARIES } from './libraries.mjs'
+import { cpuMicros, startServer } from './processes.mjs'
+import { fmtRatioSpread, fmtSpread, median, table } from './stats.mjs'
+
+/** Client CPU at or above this share of one core means autocannon, not the server, set the pace. */
+const SATURATED = 0.9
+
+/** The runs of this section, given the mode. */
+export function overheadPlan({ quick, rounds }) {
+  return {
+    rounds: rounds ?? (quick ? 1 : 5),
+    warmupS: quick ? 0.5 : 1,
+    durationS: quick ? 1 : 4,
+    connections: 32,
+    pipelining: 1,
+  }
+}
+
+/** Load-generator arguments, identical for every arm of a mode (recorded in RESULTS.md). */
+export function loadArguments(plan, mode) {
+  const close = mode === 'close' ? ", headers: { connection: 'close' }" : ''
+  return (
+    `autocannon({ url: 'http://127.0.0.1:<port>/', connections: ${plan.connections}, pipelining: ${plan.pipelining}, ` +
+    `duration: ${plan.durationS}, maxOverallRequests: ${maxRequests(plan)}${close} }) after a ${plan.warmupS} s warm-up ` +
+    'with the same arguments, in the parent process'
+  )
+}
+
+function maxRequests(plan) {
+  return Math.round(200_000 * plan.durationS)
+}
+
+/** The groups of arms measured against each other, round by round. */
+function groups(available, quick) {
+  const list = []
+  for (const fw of ['express', 'koa', 'fastify']) {
+    const lameduck = available[fw]
+    const arms = [{ id: 'bare', label: 'bare', lib: 'none', health: false }]
+    // --quick only keeps this code working: the health arm and the other libraries (whose wiring
+    // runs in the shutdown section) are left out, and connection-per-request runs on Express only.
+    if (lameduck) {
+      arms.push({ id: 'lameduck', label: 'lameduck', lib: 'lameduck', health: false })
+      if (!quick || fw === 'express') {
+        arms.push({ id: 'lameduck-health', label: 'lameduck, health: true', lib: 'lameduck', health: true })
+      }
+    }
+    // The server-level libraries only see the http.Server: measured once, on Express.
+    if (fw === 'express' && !quick) {
+      for (const lib of ['http-terminator', 'stoppable', 'terminus', 'http-graceful-shutdown']) {
+        arms.push({ id: lib, label: LIBRARIES[lib].label, lib, health: false })
+      }
+    }
+    list.push({ fw, mode: 'keep-alive', arms })
+  }
+  for (const fw of quick ? ['express'] : ['express', 'koa', 'fastify']) {
+    const arms = [{ id: 'bare', label: 'bare', lib: 'none', health: false }]
+    if (available[fw]) arms.push({ id: 'lameduck', label: 'lameduck', lib: 'lameduck', health: false })
+    list.push({ fw, mode: 'close', arms })
+  }
+  return list
+}
+
+async function measure(plan, fw, mode, arm) {
+  const server = await startServer({
+    fw,
+    lib: arm.lib,
+    timeoutMs: 10_000,
+    health: arm.health,
+    maxLifeMs: 60_000,
+  })
+  try {
+    const options = {
+      url: `http://127.0.0.1:${server.port}/`,
+      connections: plan.connections,
+      pipelining: plan.pipelining,
+      maxOverallRequests: maxRequests(plan),
+      ...(mode === 'close' ? { headers: { connection: 'close' } } : {}),
+    }
+    await autocannon({ ...options, duration: plan.warmupS })
+    const cpuBefore = cpuMicros(server.pid)
+    const clientBefore = process.cpuUsage()
+    const startedAt = performance.now()
+    const result = await autocannon({ ...options, duration: plan.durationS })
+    const wallUs = (performance.now() - startedAt) * 1_000
+    const serverUs = cpuMicros(server.pid) - cpuBefore
+    const client = process.cpuUsage(clientBefore)
+    const ok = result['2xx']
+    return {
+      reqPerSec: ok / (wallUs / 1e6),
+      cpuUsPerReq: ok > 0 ? serverUs / ok : Number.NaN,
+      serverCpu: serverUs / wallUs,
+      clientCpu: (client.user + client.system) / wallUs,
+      problems: result.non2xx + result.errors + result.timeouts,
+    }
+  } finally {
+    server.end()
+    await server.exited
+  }
+}
+
+/** Runs the section; `log` prints progress. Returns `{ markdown, summary }`. */
+export async function runOverhead({ quick, rounds, available, log }) {
+  const plan = overheadPlan({ quick, rounds })
+  const plan_ = groups(available, quick)
+  const results = new Map() // `${fw}/${mode}/${arm}` → measurement per round
+  for (let round = 0; round < plan.rounds; round++) {
+    for (const group of plan_) {
+      // A/B/A/B: the order flips every round so a drift in machine load hits every arm alike.
+      const arms = round % 2 === 0 ? group.arms : [...group.arms].reverse()
+      for (const arm of arms) {
+        const key = `${group.fw}/${group.mode}/${arm.id}`
+        const m = await measure(plan, group.fw, group.mode, arm)
+        if (!results.has(key)) results.set(key, [])
+        results.get(key)[round] = m
+        log(
+          `  overhead round ${round + 1}/${plan.rounds} ${group.fw} ${group.mode} ${arm.label}: ` +
+            `${Math.round(m.reqPerSec)} req/s, ${m.cpuUsPerReq.toFixed(1)} µs CPU/req, ` +
+            `server ${Math.round(m.serverCpu * 100)}% client ${Math.round(m.clientCpu * 100)}%`,
+        )
+      }
+    }
+  }
+
+  const header = [
+    'framework',
+    'connections',
+    'variant',
+    'req/s',
+    'server CPU µs/req',
+    'CPU/req vs bare',
+    'req/s vs bare',
+    'server CPU',
+    'client CPU',
+    'client-bound runs',
+    'non-2xx/errors',
+  ]
+  const rows = []
+  const summary = []
+  for (const group of plan_) {
+    const bare = results.get(`${group.fw}/${group.mode}/bare`)
+    for (const arm of group.arms) {
+      const runs = results.get(`${group.fw}/${group.mode}/${arm.id}`)
+      const pick = (field) => runs.map((run) => run[field])
+      const ratio = (field) => runs.map((run, round) => run[field] / bare[round][field])
+      const cpuRatios = ratio('cpuUsPerReq')
+      rows.push([
+        group.fw,
+        group.mode === 'close' ? 'new per request' : 'keep-alive',
+        arm.label,
+        fmtSpread(pick('reqPerSec')),
+        fmtSpread(pick('cpuUsPerReq'), 1),
+        arm.id === 'bare' ? '1' : fmtRatioSpread(cpuRatios),
+        arm.id === 'bare' ? '1' : fmtRatioSpread(ratio('reqPerSec')),
+        fmtSpread(
+          pick('serverCpu').map((v) => v * 100),
+          0,
+          '%',
+        ),
+        fmtSpread(
+          pick('clientCpu').map((v) => v * 100),
+          0,
+          '%',
+        ),
+        `${runs.filter((run) => run.clientCpu >= SATURATED).length}/${runs.length}`,
+        String(pick('problems').reduce((a, b) => a + b, 0)),
+      ])
+      if (arm.lib === 'lameduck') {
+        const value = median(cpuRatios)
+        summary.push(
+          `${group.fw} ${group.mode === 'close' ? 'new connection per request' : 'keep-alive'}, ${arm.label}: ` +
+            `CPU/request ${value.toFixed(3)}× bare (target ≤ 1.02×: ${value <= 1.02 ? 'met' : 'not met'} in this run)`,
+        )
+      }
+    }
+    if (group.arms.length === 1) {
+      summary.push(
+        `${group.fw} ${group.mode}: lameduck adapter not built, only the bare framework was measured`,
+      )
+    }
+  }
+  const markdown = [
+    `Rounds: ${plan.rounds} (arm order reversed every other round), a fresh server process per run. ` +
+      `Load: ${loadArguments(plan, 'keep-alive')}; the "new per request" rows add \`Connection: close\` to every ` +
+      'request, so each one opens a connection. Server CPU: utime+stime from `/proc/<pid>/stat` over the ' +
+      'measured window only; CPU/request = that / 2xx responses. Ratios are the median of per-round ratios ' +
+      '(each run against the bare run of the same round). "client-bound runs": runs where the load generator ' +
+      `used ≥ ${SATURATED * 100}% of a core, i.e. it may have saturated before the server.`,
+    '',
+    table(header, rows),
+  ].join('\n')
+  return { markdown, summary }
+}
