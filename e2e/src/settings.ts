@@ -1,0 +1,72 @@
+import type { Cell, RunOptions } from './rolling.ts'
+
+function integer(name: string, fallback: number, min: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < min)
+    throw new RangeError(`e2e: ${name} must be a whole number >= ${min}; received "${raw}"`)
+  return value
+}
+
+/**
+ * Runs per cell: `E2E_RUNS`, default 10 (the issue's full mode); `.ci/extra.sh` sets 1 (CI mode,
+ * every cell once, about a minute in all).
+ */
+export const RUNS = integer('E2E_RUNS', 10, 1)
+
+/** The app under the proxy: `E2E_APP=express` (default) or `core` (bare @lameduck/core, no adapter). */
+export const APP: RunOptions['app'] = (() => {
+  const value = process.env.E2E_APP ?? 'express'
+  if (value !== 'express' && value !== 'core')
+    throw new RangeError(`e2e: E2E_APP must be "express" or "core"; received "${value}"`)
+  return value
+})()
+
+/** What every run shares; the connection count and pacing can be changed for experiments. */
+export const RUN_OPTIONS: RunOptions = {
+  app: APP,
+  connections: integer('E2E_CONNECTIONS', 32, 1),
+  gapMs: integer('E2E_GAP_MS', 10, 0),
+  timeoutMs: 10_000,
+  checkIntervalMs: 200,
+  fall: 2,
+  rise: 2,
+}
+
+/** Issue 10, requirement 1: active checks every 200 ms on /readyz, fall 2, drainDelayMs 1000, with and without retries. */
+export const HAPROXY_CELLS: readonly Cell[] = [
+  {
+    proxy: 'haproxy',
+    name: 'HAProxy, checks 200 ms fall 2, retries 0, drainDelayMs 1000',
+    drainDelayMs: 1_000,
+    retries: false,
+  },
+  {
+    proxy: 'haproxy',
+    name: 'HAProxy, checks 200 ms fall 2, retries 3 + redispatch, drainDelayMs 1000',
+    drainDelayMs: 1_000,
+    retries: true,
+  },
+]
+
+/**
+ * Issue 10, requirement 2: nginx open source, default proxy_next_upstream, drainDelayMs 0 and 1000.
+ * fail_timeout 2 s (nginx's default is 10 s): long enough to cover an instance's exit and its
+ * replacement's start, short enough that the deploy's wait for nginx to route to the replacement
+ * keeps a run to a few seconds.
+ */
+export const NGINX_CELLS: readonly Cell[] = [
+  {
+    proxy: 'nginx',
+    name: 'nginx, default proxy_next_upstream, drainDelayMs 0',
+    drainDelayMs: 0,
+    failTimeoutS: 2,
+  },
+  {
+    proxy: 'nginx',
+    name: 'nginx, default proxy_next_upstream, drainDelayMs 1000',
+    drainDelayMs: 1_000,
+    failTimeoutS: 2,
+  },
+]
