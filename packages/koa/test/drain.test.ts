@@ -1,4 +1,5 @@
 import {
+  connectOutcome,
   keepAliveAgent,
   type RawConnection,
   rawConnect,
@@ -9,7 +10,6 @@ import {
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createAppWith, type KoaTestApp, koaVersions } from './app.js'
-import { tryConnect } from './helpers.js'
 
 let app: KoaTestApp | undefined
 const raws: RawConnection[] = []
@@ -40,7 +40,7 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
 
     const report = app.shutdown.close('test')
     await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
-    expect(await tryConnect(app.port)).toBe('ECONNREFUSED')
+    expect(await connectOutcome(app.port)).toBe('ECONNREFUSED')
     expect(app.shutdown.inFlight).toBe(3)
     firstGate.resolve()
     secondGate.resolve()
@@ -99,7 +99,7 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
     const gate = await within(2_000, app.nextParked(), '/slow to park')
     const report = app.shutdown.close('test')
     await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
-    expect(await tryConnect(app.port)).toBe('ECONNREFUSED')
+    expect(await connectOutcome(app.port)).toBe('ECONNREFUSED')
     gate.resolve()
     const response = await within(2_000, slow, 'the in-flight /slow')
     expect([response.status, response.body, response.headers.connection]).toEqual([200, 'slow 0', 'close'])

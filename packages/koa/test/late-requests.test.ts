@@ -2,6 +2,7 @@ import http from 'node:http'
 import { buildRefusal, writeRefusal } from '@lameduck/core'
 import {
   closeServer,
+  expectRefusalBytes,
   listen,
   parseResponses,
   type RawConnection,
@@ -89,6 +90,7 @@ describe.each(koaVersions)('%s: the last request on an open connection', (_name,
     const refusalBytes = data.slice(data.indexOf('HTTP/1.1 503'))
     expect(refusalBytes).toMatch(/\r\nDate: /)
     expect(withoutDate(refusalBytes)).toBe(withoutDate(await bareRefusal(7, late)))
+    expectRefusalBytes(refusalBytes, 7)
     expect(started.reached).toEqual(['/fast', '/slow'])
     gate.resolve()
     await within(2_000, busy, 'the parked /slow')

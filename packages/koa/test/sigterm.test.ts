@@ -1,7 +1,13 @@
 import { fileURLToPath } from 'node:url'
-import { keepAliveAgent, request, startFixture, stopFixtures, within } from '@lameduck/test-utils'
+import {
+  connectOutcome,
+  keepAliveAgent,
+  request,
+  startFixture,
+  stopFixtures,
+  within,
+} from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { tryConnect } from './helpers.js'
 
 // The fixtures import the built dist/: run `pnpm --filter @lameduck/koa build` first (turbo does).
 const esmFixture = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url))
@@ -26,7 +32,7 @@ describe.each([
 
       fixture.kill('SIGTERM')
       await fixture.waitForLine('listening false')
-      expect(await tryConnect(fixture.port)).toBe('ECONNREFUSED')
+      expect(await connectOutcome(fixture.port)).toBe('ECONNREFUSED')
       const last = await within(
         2_000,
         request(fixture.port, { agent: idleAgent, path: '/release' }),
