@@ -26,10 +26,10 @@ declare module 'fastify' {
  */
 export type GracefulOptions = AdapterOptions
 
-interface Pending {
-  release: Release
-  handlerRunning: boolean
-  responseClosed: boolean
+/** What holds a counted request: its response until it closes, its handler while it runs. */
+interface Holds {
+  count: number
+  readonly release: Release
 }
 
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
@@ -40,38 +40,35 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   shutdown.attach(app.server)
   app.decorate('shutdown', { getter: () => shutdown })
 
-  const pending = new WeakMap<object, Pending>()
+  const counted = new WeakMap<object, Holds>()
   const wrapped = new WeakSet<object>()
+  const drop = (holds: Holds) => () => {
+    // release() is idempotent: a handler starting after its response closed drops to 0 twice.
+    if (--holds.count <= 0) holds.release()
+  }
+  let fastifyCloseStarted = false
   let fastifyCloseReached: () => void = () => {}
   const reachedFastifyClose = new Promise<void>((resolve) => {
     fastifyCloseReached = resolve
   })
-  let fastifyCloseStarted = false
 
-  // Fastify cannot tell a hook when a handler's promise settles, so each route registered after this
-  // plugin has its handler wrapped: a handler still running after its client aborted keeps its count.
+  // Fastify tells no hook when a handler's promise settles, so handlers of routes registered after
+  // this plugin are wrapped: a handler still running after its client aborted keeps its count.
   app.addHook('onRoute', (route) => {
     const handler = route.handler
     if (wrapped.has(handler)) return
     route.handler = function gracefulHandler(this: unknown, request, reply) {
-      const entry = pending.get(request.raw)
-      if (entry === undefined) return handler.call(this as never, request, reply)
-      entry.handlerRunning = true
-      const settle = () => {
-        entry.handlerRunning = false
-        if (entry.responseClosed) entry.release()
-      }
+      const holds = counted.get(request.raw)
+      if (holds === undefined) return handler.call(this as never, request, reply)
+      holds.count++
       let result: unknown
       try {
         result = handler.call(this as never, request, reply)
-      } catch (error) {
-        settle()
-        throw error
-      }
-      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-        ;(result as PromiseLike<unknown>).then(settle, settle)
-      } else {
-        settle()
+      } finally {
+        const settled = drop(holds)
+        if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+          ;(result as PromiseLike<unknown>).then(settled, settled)
+        } else settled()
       }
       return result
     } as typeof handler
@@ -93,12 +90,9 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
       writeRefusal(request.raw, reply.raw, shutdown.refusal(request.raw))
       return done()
     }
-    const entry: Pending = { release, handlerRunning: false, responseClosed: false }
-    pending.set(request.raw, entry)
-    onResponseClosed(reply.raw, () => {
-      entry.responseClosed = true
-      if (!entry.handlerRunning) release()
-    })
+    const holds: Holds = { count: 1, release }
+    counted.set(request.raw, holds)
+    onResponseClosed(reply.raw, drop(holds))
     done()
   })
 

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream'
 import {
   connectOutcome,
   deferred,
+  expectRefusalBytes,
   parseResponses,
   rawConnect,
   rawRequest,
@@ -213,6 +214,36 @@ describe('one close sequence, whichever way it starts', () => {
     expect(answer?.headers['retry-after']).toBeUndefined()
     expect(ours.headers['retry-after']).toBe('5')
     gates[0]?.resolve()
+    await within(2_000, slow, 'the slow response')
+    await within(3_000, closed, 'app.close()')
+  })
+
+  it('with Fastify’s return503OnClosing: false, a request during the app.close() drain follows lateRequests instead', async () => {
+    const gate = deferred<void>()
+    const parked = deferred<void>()
+    const { app, port } = await startFastify(
+      (app) => {
+        app.get('/fast', async () => 'fast')
+        app.get('/slow', async () => {
+          parked.resolve()
+          await gate.promise
+          return 'slow'
+        })
+      },
+      { idleGraceMs: 2_000, lateRequests: 'refuse', timeoutMs: 5_000 },
+      { return503OnClosing: false },
+    )
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/fast'))
+    await raw.waitFor('fast')
+    const slow = request(port, { path: '/slow' })
+    await within(2_000, parked.promise, 'the slow request to park')
+    const closed = app.close()
+    await reached(app.shutdown, 'stopping')
+    raw.write(rawRequest('GET', '/fast'))
+    const { data } = await within(3_000, raw.closed, 'the connection to close after the refusal')
+    expectRefusalBytes(data.slice(data.indexOf('HTTP/1.1 503')), 5)
+    gate.resolve()
     await within(2_000, slow, 'the slow response')
     await within(3_000, closed, 'app.close()')
   })
