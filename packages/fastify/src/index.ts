@@ -33,12 +33,14 @@ interface Holds {
 }
 
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
+  // First: registered twice, this throws FST_ERR_DEC_ALREADY_PRESENT before a second Shutdown (with
+  // its signal listeners) exists.
+  app.decorate('shutdown', { getter: () => shutdown })
   const given = options ?? {}
   const { shutdown, health } = resolveAdapterOptions(
     given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given,
   )
   shutdown.attach(app.server)
-  app.decorate('shutdown', { getter: () => shutdown })
 
   const counted = new WeakMap<object, Holds>()
   const wrapped = new WeakSet<object>()

@@ -49,6 +49,24 @@ describe('options, checked when the plugin is registered', () => {
     await shutdown.force()
   })
 
+  it('rejects a second registration on the same app before creating a second shutdown', async () => {
+    const { app, port } = await startFastify((app) => {
+      app.get('/', async () => 'ok')
+    })
+    const first = app.shutdown
+    const again = Fastify()
+    await again.register(graceful, { signals: false, logger: false })
+    const listenersBefore = process.listenerCount('SIGUSR2')
+    await expect(again.register(graceful, { signals: ['SIGUSR2'], logger: false })).rejects.toMatchObject({
+      code: 'FST_ERR_DEC_ALREADY_PRESENT',
+    })
+    // No second Shutdown was made: it would have installed a SIGUSR2 listener.
+    expect(process.listenerCount('SIGUSR2')).toBe(listenersBefore)
+    await again.close().catch(() => {})
+    expect(app.shutdown).toBe(first)
+    expect((await request(port, { path: '/', agent: false })).body).toBe('ok')
+  })
+
   it('logs through app.log (pino) by default', async () => {
     const lines: Array<Record<string, unknown>> = []
     const app = Fastify({ logger: collectingLogger(lines) })
