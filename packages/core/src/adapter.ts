@@ -1,4 +1,4 @@
-import { invalidOptionRange, invalidOptionType } from './errors.js'
+import { invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
 import { resolveOptions, SHUTDOWN_OPTION_NAMES, type ShutdownOptions } from './options.js'
 import { createShutdownFrom, isShutdown, type Shutdown } from './shutdown.js'
 
@@ -65,7 +65,7 @@ function resolveHealth(value: unknown): HealthPaths | undefined {
   const paths = value as Record<string, unknown>
   for (const key of Object.keys(paths)) {
     if (key !== 'readyPath' && key !== 'livePath')
-      throw invalidOptionType(`health.${key}`, 'not set: known keys are readyPath and livePath', paths[key])
+      throw unknownOption(`health.${key}`, ['health.readyPath', 'health.livePath'])
   }
   const path = (name: 'readyPath' | 'livePath', fallback: string): string => {
     const given = paths[name]

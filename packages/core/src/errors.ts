@@ -83,17 +83,21 @@ export function describe(value: unknown): string {
 
 function closest(name: string, known: readonly string[]): string | undefined {
   let best: string | undefined
-  let bestDistance = Number.POSITIVE_INFINITY
+  let bestScore = Number.POSITIVE_INFINITY
   const lower = name.toLowerCase()
   for (const candidate of known) {
     const c = candidate.toLowerCase()
-    const distance = c.startsWith(lower) || lower.startsWith(c) ? 1 : editDistance(lower, c)
-    if (distance < bestDistance) {
-      bestDistance = distance
+    // A name that is a prefix of the other (a missing unit suffix: "timeout" for "timeoutMs") is
+    // always a candidate; anything else only within a few edits.
+    const isPrefix = c.startsWith(lower) || lower.startsWith(c)
+    const score = isPrefix ? Math.abs(c.length - lower.length) : editDistance(lower, c)
+    if (!isPrefix && score > Math.max(2, Math.floor(name.length / 3))) continue
+    if (score < bestScore) {
+      bestScore = score
       best = candidate
     }
   }
-  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined
+  return best
 }
 
 function editDistance(a: string, b: string): number {

@@ -31,6 +31,7 @@ export function runHook(
   phase: HookOutcome['phase'],
   timeoutMs: number,
   clock: Clock,
+  cutoff?: Promise<unknown>,
 ): Promise<HookOutcome> {
   const startedAt = clock.now()
   const controller = new AbortController()
@@ -47,6 +48,12 @@ export function runHook(
       controller.abort(new Error(`hook "${entry.label}" timed out after ${timeoutMs} ms`))
       settle(false, true, new Error(`timed out after ${timeoutMs} ms`))
     }, timeoutMs)
+    // A drain hook is also bounded by the shutdown's deadline: it must not stretch the time budget.
+    void cutoff?.then(() => {
+      if (settled) return
+      controller.abort(new Error(`hook "${entry.label}" still running at the shutdown deadline`))
+      settle(false, true, new Error('still running at the shutdown deadline'))
+    })
     try {
       Promise.resolve(entry.run(controller.signal)).then(
         () => settle(true, false),

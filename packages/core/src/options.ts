@@ -113,7 +113,7 @@ export function resolveOptions(
       drainDelayMs,
     )
   }
-  const exitCodes = options.exitCodes ?? {}
+  const exitCodes = options.exitCodes === undefined ? {} : options.exitCodes
   if (exitCodes === null || typeof exitCodes !== 'object' || Array.isArray(exitCodes)) {
     throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes)
   }

@@ -146,6 +146,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   let forcedByUser = false
   let wakeDrain: (() => void) | undefined
   let wakeDelay: (() => void) | undefined
+  let reachDeadline: (() => void) | undefined
 
   const tracker = createServerTracker({
     clock,
@@ -317,6 +318,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   function force(reason = 'force()'): Promise<ShutdownReport> {
     const report = close(reason)
     forcedByUser = true
+    reachDeadline?.()
     wakeDelay?.()
     wakeDrain?.()
     return report
@@ -329,15 +331,19 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       `shutdown started (${reason}): not ready; draining for ${delayMs} ms, deadline in ${opts.timeoutMs} ms`,
     )
     let deadlinePassed = false
+    const deadlineReached = new Promise<void>((resolve) => {
+      reachDeadline = resolve
+    })
     const deadline = clock.setTimeout(() => {
       deadlinePassed = true
+      reachDeadline?.()
       wakeDelay?.()
       wakeDrain?.()
     }, opts.timeoutMs)
 
     moveTo('draining')
     const drainOutcomes = drainHooks.map((entry) =>
-      runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock),
+      runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock, deadlineReached),
     )
     const finished: HookOutcome[] = []
     for (const outcome of drainOutcomes) void outcome.then((result) => finished.push(result))
@@ -373,7 +379,6 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     })
     wakeDrain = undefined
     clock.clearTimeout(progress.timer())
-    clock.clearTimeout(deadline)
 
     const pending = inFlight > 0 || tasks.size > 0 || tracker.openConnections > 0
     const forced = pending && (deadlinePassed || forcedByUser)
@@ -389,7 +394,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     }
 
     moveTo('closing')
+    // Drain hooks still running may go on until their own timeout or the deadline, whichever is first.
     await Promise.all(drainOutcomes)
+    clock.clearTimeout(deadline)
     for (const entry of [...closeHooks].reverse()) {
       const own = entry.timeoutMs ?? opts.hookTimeoutMs
       const timeoutMs = forcedByUser ? Math.min(own, opts.forcedHookTimeoutMs) : own

@@ -187,7 +187,6 @@ const ROWS: Row[] = [
     options: { exitCodes: null },
     kind: 'TypeError',
     message: `${P}option "exitCodes" must be an object { graceful?, failed? }; received null.`,
-    blocked: '`options.exitCodes ?? {}` turns null into {} before the check, so null is accepted silently',
   },
   ...(['graceful', 'failed'] as const).flatMap((key): Row[] => [
     {
@@ -342,7 +341,6 @@ const ROWS: Row[] = [
       options: { [typo]: 1 },
       kind: 'TypeError',
       message: `${P}unknown option "${typo}"; did you mean "${meant}"?`,
-      blocked: `the hint says "exit": a known name that is a prefix of the typo scores like a typo that is a prefix of the name`,
     }),
   ),
   {
@@ -440,8 +438,6 @@ function adapterRows(existing: Shutdown): Row[] {
       options: { health: { ready: '/r' } },
       kind: 'TypeError',
       message: `${P}unknown option "health.ready"; did you mean "health.readyPath"?`,
-      blocked:
-        'nested health keys are rejected as `option "health.ready" must be not set: known keys are readyPath and livePath`, without the did-you-mean hint exitCodes gets',
     },
   ]
 }
