@@ -186,7 +186,8 @@ export async function runOverhead({ quick, rounds, available, log }) {
   const markdown = [
     `Rounds: ${plan.rounds} (arm order reversed every other round), a fresh server process per run. ` +
       `Load: ${loadArguments(plan, 'keep-alive')}; the "new per request" rows add \`Connection: close\` to every ` +
-      'request, so each one opens a connection. Server CPU: utime+stime from `/proc/<pid>/stat` over the ' +
+      'request, so each one opens a connection; "health: true" serves the probes but the load still goes to `/`, so it ' +
+      'shows what having them on costs every other request. Server CPU: utime+stime from `/proc/<pid>/stat` over the ' +
       'measured window only; CPU/request = that / 2xx responses. Ratios are the median of per-round ratios ' +
       '(each run against the bare run of the same round). "client-bound runs": runs where the load generator ' +
       `used ≥ ${SATURATED * 100}% of a core, i.e. it may have saturated before the server.`,

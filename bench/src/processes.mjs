@@ -7,6 +7,12 @@ import { fileURLToPath } from 'node:url'
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.mjs', import.meta.url))
 /** Every child this process started and has not yet seen exit, by PID. */
 const running = new Map()
+/**
+ * For each child that printed a probe line at its exit: milliseconds from its own 'exit' event (its
+ * clock) to the parent's 'exit' event (ours, same wall clock). Process teardown and scheduling on a
+ * busy machine; it is inside every "→ exit" time measured in the parent.
+ */
+export const exitLagsMs = []
 
 /** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
 export const CLOCK_TICKS = (() => {
@@ -23,7 +29,11 @@ export const CLOCK_TICKS = (() => {
  * hide whether a library lets the process exit by itself. Control goes through signals.
  */
 export async function startServer(config, readyMs = 15_000) {
-  const child = spawn(process.execPath, ['--expose-gc', SERVER_SCRIPT, JSON.stringify(config)], {
+  // BENCH_CPU_PROF=<dir>: every server writes a V8 CPU profile there when it exits (not when SIGKILLed).
+  const profile = process.env.BENCH_CPU_PROF
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+    : []
+  const child = spawn(process.execPath, ['--expose-gc', ...profile, SERVER_SCRIPT, JSON.stringify(config)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NODE_ENV: 'production' },
   })
@@ -54,6 +64,10 @@ export async function startServer(config, readyMs = 15_000) {
   })
   // 'close' comes after 'exit' once stdout is drained: the probe line is printed at exit.
   const closed = new Promise((resolve) => child.once('close', resolve))
+  void Promise.all([exited, closed]).then(([exit]) => {
+    const line = stdout.split('\n').find((candidate) => candidate.startsWith('probe '))
+    if (line !== undefined) exitLagsMs.push(wallClock(exit.at) - JSON.parse(line.slice(6)).exitAt)
+  })
   let exitInfo
   void exited.then((info) => {
     exitInfo = info

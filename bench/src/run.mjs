@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `pnpm bench [--quick] [--only=overhead,shutdown,scale] [--rounds=N] [--runs=N] [--note="…"]`
+// `pnpm bench [--quick] [--only=overhead,shutdown,scale] [--libs=lameduck,stoppable,…] [--rounds=N] [--runs=N]
+//  [--note="…"] [--out=file]`; --libs picks the rows of the shutdown and scale sections.
 // Loopback only; every server in its own child process, ended by PID on every exit path.
 // Benchmarks never fail on a number: the exit code is non-zero only when the bench itself broke.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -9,9 +10,10 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ADAPTERS, COMMON_SERVER_SETTINGS, LIBRARIES } from './libraries.mjs'
 import { runOverhead } from './overhead.mjs'
-import { CLOCK_TICKS, killAll, openFileLimit, runningCount } from './processes.mjs'
+import { CLOCK_TICKS, exitLagsMs, killAll, openFileLimit, runningCount } from './processes.mjs'
 import { runScale } from './scale.mjs'
 import { runShutdown } from './shutdown.mjs'
+import { fmtSpread } from './stats.mjs'
 
 const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)))
 const SECTIONS = ['overhead', 'shutdown', 'scale']
@@ -34,6 +36,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     runs: { type: 'string' },
     note: { type: 'string' },
+    libs: { type: 'string' },
     out: { type: 'string' },
   },
   allowPositionals: false,
@@ -106,8 +109,14 @@ const missing = Object.entries(available)
 log(`lameduck bench${quick ? ' --quick' : ''}: ${only.join(', ')}; Node ${process.version}, ${before.cpu}`)
 if (missing.length > 0) log(`  note: ${missing.join(', ')} not built (no dist/): those rows are skipped`)
 
+const libs = args.libs ? args.libs.split(',').map((s) => s.trim()) : Object.keys(LIBRARIES)
+for (const lib of libs) {
+  if (!(lib in LIBRARIES))
+    throw new Error(`--libs: unknown library "${lib}"; known: ${Object.keys(LIBRARIES).join(', ')}`)
+}
 const rows = []
 for (const [lib, { frameworks }] of Object.entries(LIBRARIES)) {
+  if (!libs.includes(lib)) continue
   for (const fw of frameworks) if (lib !== 'lameduck' || available[fw]) rows.push({ lib, fw })
 }
 
@@ -161,6 +170,13 @@ const report = [
       .map(([fw, name]) => `${fw} ${available[fw] ? version(name) : '(not built, skipped)'}`)
       .join(', ')}.`,
   `- Every server: ${COMMON_SERVER_SETTINGS}`,
+  ...(exitLagsMs.length > 0
+    ? [
+        `- Exit lag: the parent saw a child's \`exit\` ${fmtSpread(exitLagsMs, 1)} ms (median (min–max) over ` +
+          `${exitLagsMs.length} exits) after the child's own \`exit\` event — process teardown plus scheduling, ` +
+          'included in every "→ exit" time measured in the parent.',
+      ]
+    : []),
   '',
   '## Configurations (T = the timeout of the scenario)',
   '',
