@@ -6,7 +6,9 @@ import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 const script = fileURLToPath(new URL('./stalled-reap-server.mjs', import.meta.url))
-const child = spawn(process.execPath, [script, ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] })
+const child = spawn(process.execPath, [script, ...process.argv.slice(2)], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+})
 let out = ''
 child.stdout.on('data', (chunk) => {
   out += chunk

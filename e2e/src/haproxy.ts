@@ -53,7 +53,8 @@ export function haproxyConfig(s: HaproxySettings): string {
     '  timeout client 30s',
     '  timeout server 30s',
     '  timeout http-keep-alive 30s',
-    '  timeout check 1s',
+    '  # Generous: a live app that answers its probe late (busy, or a starved machine) must not be taken out.',
+    '  timeout check 2s',
     ...retries,
     '',
     'frontend web',
@@ -116,10 +117,18 @@ export interface HaproxyLog {
   }[]
   /** Up to 20 log lines about retried or failed requests, for the report. */
   readonly samples: readonly string[]
+  /** Failed health checks with their reason ("Layer7 wrong status", "Layer7 timeout", …) and epoch ms. */
+  readonly checkFailures: readonly {
+    readonly at: number
+    readonly server: string
+    readonly reason: string
+    readonly line: string
+  }[]
 }
 
 const REQUEST = /\breq (\S+) (\S+) (-?\d+) (\S+)\/(\S+) rc=(\+?)(\d+) ts=(\S+)/
 const TRANSITION = /^(\S+) Server \S+\/(\S+) is (UP|DOWN)\b/
+const CHECK_FAILED = /^(\S+) Health check for server \S+\/(\S+) failed, reason: ([^,]+)/
 
 /** Reads HAProxy's log (its stdout) as written so far. */
 export function readHaproxyLog(logFile: string): HaproxyLog {
@@ -131,6 +140,7 @@ export function readHaproxyLog(logFile: string): HaproxyLog {
   const perServer: Record<string, number> = {}
   const transitions: { at: number; server: string; state: 'UP' | 'DOWN' }[] = []
   const samples: string[] = []
+  const checkFailures: { at: number; server: string; reason: string; line: string }[] = []
   for (const line of readFileSync(logFile, 'utf8').split('\n')) {
     const request = REQUEST.exec(line)
     if (request) {
@@ -149,7 +159,23 @@ export function readHaproxyLog(logFile: string): HaproxyLog {
     if (transition) {
       const [, stamp, server, state] = transition as unknown as [string, string, string, 'UP' | 'DOWN']
       transitions.push({ at: Date.parse(stamp), server, state })
+      continue
+    }
+    const check = CHECK_FAILED.exec(line)
+    if (check) {
+      const [, stamp, server, reason] = check as unknown as [string, string, string, string]
+      checkFailures.push({ at: Date.parse(stamp), server, reason: reason.trim(), line })
     }
   }
-  return { requests, retried, redispatched, errors5xx, terminations, perServer, transitions, samples }
+  return {
+    requests,
+    retried,
+    redispatched,
+    errors5xx,
+    terminations,
+    perServer,
+    transitions,
+    samples,
+    checkFailures,
+  }
 }

@@ -78,6 +78,8 @@ export interface Restart {
   readonly seenExitMs: number
   /** Milliseconds from SIGTERM to the app entering `draining`: how long the signal took to be handled. */
   readonly signalMs: number | undefined
+  /** The old process's worst event-loop delay from its signal to its exit (ms): a starved process shows here. */
+  readonly lagMs: number | undefined
   /** Milliseconds from the old exit to the replacement listening, then to it taking proxied traffic. */
   readonly replacementReadyMs: number
   readonly replacementTrafficMs: number
@@ -243,6 +245,7 @@ export async function rollingRestart(
         exitMs: (exitedAt ?? exit.at) - signalledAt,
         seenExitMs: exit.at - signalledAt,
         signalMs: drainingAt === undefined ? undefined : drainingAt - signalledAt,
+        lagMs: stamp(/^lag (\d+) /m),
         replacementReadyMs: readyAt - exit.at,
         replacementTrafficMs: trafficAt - readyAt,
         output: old.output(),

@@ -55,10 +55,23 @@ export function judge(result: RunResult): Verdict {
       violations.push(
         `HAProxy retried ${log.retried} request(s) (${log.redispatched} redispatched): ${log.samples.slice(0, 5).join(' | ')}`,
       )
-    if (log.errors5xx > 0)
-      violations.push(
-        `HAProxy logged ${log.errors5xx} answer(s) >= 500: ${log.samples.slice(0, 5).join(' | ')}`,
+    if (log.errors5xx > 0) {
+      // A drain shows as "wrong status" (503) then "Connection refused"; anything else took a live
+      // app out (a timeout: the app answered its probe too late, usually a starved machine).
+      const unexpected = log.checkFailures.filter(
+        (failure) => !/wrong status|connection problem/i.test(failure.reason),
       )
+      const why =
+        unexpected.length > 0
+          ? `; HAProxy took live apps out: ${unexpected
+              .slice(0, 4)
+              .map((failure) => `${failure.server}: ${failure.reason}`)
+              .join(', ')}`
+          : ''
+      violations.push(
+        `HAProxy logged ${log.errors5xx} answer(s) >= 500${why}: ${log.samples.slice(0, 5).join(' | ')}`,
+      )
+    }
     // When HAProxy took each old instance out, relative to its SIGTERM: the drain must outlast it.
     for (const restart of restarts) {
       const server = restart.instance.slice(0, 1)
@@ -105,6 +118,7 @@ export function judge(result: RunResult): Verdict {
     maxExitMs = Math.max(maxExitMs, restart.exitMs)
     row[`${restart.instance} exit`] = `${code ?? signal} in ${restart.exitMs}`
     row[`${restart.instance} sig`] = restart.signalMs === undefined ? '-' : String(restart.signalMs)
+    row[`${restart.instance} lag`] = restart.lagMs === undefined ? '-' : String(restart.lagMs)
     if (code !== 0 || signal !== null) {
       violations.push(
         `${restart.instance} exited with ${code === null ? `signal ${signal}` : `code ${code}`}; its output:\n${restart.output}`,
