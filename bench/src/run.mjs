@@ -99,7 +99,28 @@ function machine() {
   }
 }
 
+/** Machine-wide CPU jiffies from /proc/stat: busy, idle (with iowait), steal; undefined off Linux. */
+function cpuTimes() {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    const [user, nice, system, idle, iowait, irq, softirq, steal = 0] = fields
+    return { busy: user + nice + system + irq + softirq, idle: idle + iowait, steal }
+  } catch {
+    return undefined
+  }
+}
+
+function cpuShare(from, to) {
+  if (!from || !to) return 'unknown'
+  const busy = to.busy - from.busy
+  const idle = to.idle - from.idle
+  const steal = to.steal - from.steal
+  const total = busy + idle + steal
+  return `${Math.round((busy / total) * 100)}% busy, ${Math.round((steal / total) * 100)}% steal reported`
+}
+
 const started = new Date()
+const cpuAtStart = cpuTimes()
 const startedMs = Date.now()
 const available = await adapters()
 const before = machine()
@@ -143,6 +164,7 @@ for (const name of only) {
 }
 
 const after = machine()
+const cpuDuringRun = cpuShare(cpuAtStart, cpuTimes())
 const elapsedS = Math.round((Date.now() - startedMs) / 1000)
 const versions = [
   'express',
@@ -164,7 +186,8 @@ const report = [
   '## Machine and versions',
   '',
   `- Machine: ${before.cpu}, ${before.memory} RAM, ${before.os}; load average (1/5/15 min) ${before.load} at the ` +
-    `start, ${after.load} at the end; open-file limit ${openFileLimit()}; CPU clock ticks ${CLOCK_TICKS}/s.`,
+    `start, ${after.load} at the end; all CPUs over the run (this bench included): ${cpuDuringRun}; ` +
+    `open-file limit ${openFileLimit()}; CPU clock ticks ${CLOCK_TICKS}/s.`,
   `- Node ${process.version}; ${versions.map((name) => `${name} ${version(name)}`).join(', ')}; lameduck ` +
     `${Object.entries(ADAPTERS)
       .map(([fw, name]) => `${fw} ${available[fw] ? version(name) : '(not built, skipped)'}`)
