@@ -60,6 +60,13 @@ export const SUITE_OPTIONS = {
   timeoutMs: 4_000,
 } as const satisfies AdapterOptions
 
+/**
+ * `idleGraceMs` of the scenarios that send a last request on a connection left idle before
+ * stopping: long enough that the socket is still open when the request goes out, even on a stalled
+ * machine (the socket closes right after its last response, so the grace never adds to a test).
+ */
+const LATE_GRACE_MS = 3_000
+
 const ORDER: readonly ShutdownState[] = ['serving', 'draining', 'stopping', 'closing', 'closed']
 
 /** Resolves once `shutdown` is in `state` or past it; fails after `ms`. */
@@ -290,7 +297,7 @@ export function describeAdapter(
       'last-request-serve',
       'serves the last request on an open connection with Connection: close (lateRequests: serve), then closes it with a FIN',
       async () => {
-        const app = await start({ idleGraceMs: 2_000 })
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
         const raw = await idleConnection(app)
         const busy = await parkOne(app)
         const report = app.shutdown.close('test')
@@ -313,7 +320,7 @@ export function describeAdapter(
       'last-request-refuse',
       'refuses the last request under lateRequests: refuse with the core refusal, byte for byte, without running its handler',
       async () => {
-        const app = await start({ idleGraceMs: 2_000, lateRequests: 'refuse', retryAfterSeconds: 7 })
+        const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests: 'refuse', retryAfterSeconds: 7 })
         const raw = await idleConnection(app)
         const busy = await parkOne(app)
         const report = app.shutdown.close('test')
@@ -337,7 +344,7 @@ export function describeAdapter(
         'pipelined-extras',
         `never runs a handler for requests pipelined behind a connection's last one (lateRequests: ${lateRequests})`,
         async () => {
-          const app = await start({ idleGraceMs: 2_000, lateRequests })
+          const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests })
           const raw = await idleConnection(app)
           const busy = await parkOne(app)
           const report = app.shutdown.close('test')
@@ -376,7 +383,7 @@ export function describeAdapter(
       'pipelined-across-gate',
       'answers every request pipelined before stopping: the newest is the last, one more behind it never reaches a handler',
       async () => {
-        const app = await start({ idleGraceMs: 2_000 })
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
         const raw = await connect(app)
         const first = app.nextParked()
         const second = app.nextParked()
@@ -438,7 +445,8 @@ export function describeAdapter(
       'new-connections',
       'refuses new connections once stopping (ECONNREFUSED), while the listener is open during the drain delay',
       async () => {
-        const app = await start({ drainDelayMs: 200 })
+        // Long enough that a stalled CI machine still sends the next request inside the delay.
+      const app = await start({ drainDelayMs: 1_000 })
         const busy = await parkOne(app)
         const report = app.shutdown.close('test')
         expect(app.shutdown.state).toBe('draining')
@@ -499,7 +507,7 @@ export function describeAdapter(
         'refused-upload',
         `delivers a refused upload's 503 intact, no reset (body ${delivery})`,
         async () => {
-          const app = await start({ idleGraceMs: 2_000, lateRequests: 'refuse' })
+          const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests: 'refuse' })
           const raw = await idleConnection(app)
           const busy = await parkOne(app)
           const report = app.shutdown.close('test')
@@ -531,7 +539,7 @@ export function describeAdapter(
       'expect-continue-stopping',
       'answers Expect: 100-continue with the refusal and no 100 Continue once stopping',
       async () => {
-        const app = await start({ idleGraceMs: 2_000 })
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
         const raw = await idleConnection(app)
         const busy = await parkOne(app)
         const report = app.shutdown.close('test')
@@ -574,7 +582,7 @@ export function describeAdapter(
       'upgrade-stopping',
       'refuses an upgrade request while stopping and closes its socket; no 101 goes out',
       async () => {
-        const app = await start({ idleGraceMs: 2_000 })
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
         const upgrades: string[] = []
         // What a WebSocket server (ws) does: answer 101 when it can still write, else destroy.
         app.server.on('upgrade', (req, socket: net.Socket) => {
@@ -745,7 +753,7 @@ export function describeAdapter(
         'handler-error',
         `answers 500 when the handler ${path === '/throw' ? 'throws' : 'rejects'}, releases it, and serves it as a last request while stopping`,
         async () => {
-          const app = await start({ idleGraceMs: 2_000 })
+          const app = await start({ idleGraceMs: LATE_GRACE_MS })
           const served = await request(app.port, { path, agent: false })
           expect(served.status).toBe(500)
           await until(() => app.shutdown.inFlight === 0, 3_000, 'the failed request to be released')
