@@ -446,7 +446,7 @@ export function describeAdapter(
       'refuses new connections once stopping (ECONNREFUSED), while the listener is open during the drain delay',
       async () => {
         // Long enough that a stalled CI machine still sends the next request inside the delay.
-      const app = await start({ drainDelayMs: 1_000 })
+        const app = await start({ drainDelayMs: 1_000 })
         const busy = await parkOne(app)
         const report = app.shutdown.close('test')
         expect(app.shutdown.state).toBe('draining')
