@@ -178,6 +178,8 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
   let startedAt: number | undefined
   let forceCalledAt: number | undefined
   let forceCalled = false
+  /** The first force(), whatever the state: it cuts drain hooks still running then. */
+  let firstForceAt: number | undefined
   let atClosing: { at: number; inFlight: number; tasks: number } | undefined
   let tasksAtReport: { resolved: number; rejected: number } | undefined
 
@@ -340,6 +342,7 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
         if (forceCalledAt === undefined && index(shutdown.state) < index('closing'))
           forceCalledAt = time.now()
         forceCalled = true
+        firstForceAt ??= time.now()
         reports.push(shutdown.force('forced'))
         break
       case 'advance':
@@ -413,7 +416,7 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
         ? Number.POSITIVE_INFINITY
         : Math.max(
             0,
-            Math.min(startedAt + config.timeoutMs, forceCalledAt ?? Number.POSITIVE_INFINITY) - startedAt,
+            Math.min(startedAt + config.timeoutMs, firstForceAt ?? Number.POSITIVE_INFINITY) - startedAt,
           )
     const given =
       record.phase === 'close' && record.forcedAtStart
@@ -444,6 +447,47 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
 }
 
 describe('the core state machine under random interleavings (fast-check, fake clock)', () => {
+  // Interleavings the generator reaches rarely, pinned as examples of the same model.
+  it('cuts a drain hook still running when force() comes after the drain ended (closing)', async () => {
+    const config: Setup = {
+      timeoutMs: 1_000,
+      drainDelayMs: 0,
+      hookTimeoutMs: 500,
+      forcedHookTimeoutMs: 50,
+      lateRequests: 'serve',
+      exitCodes: { graceful: 0, failed: 1 },
+    }
+    await runScenario(config, [
+      { kind: 'onDrain', behaviour: 'hang', timeoutMs: undefined },
+      { kind: 'onClose', behaviour: { slowMs: 300 }, timeoutMs: undefined },
+      { kind: 'close', drainDelayMs: undefined },
+      { kind: 'advance', ms: 100 },
+      { kind: 'force' },
+    ])
+  })
+
+  it('forces at the deadline with a request and an ignoring task pending, hooks capped after force()', async () => {
+    const config: Setup = {
+      timeoutMs: 300,
+      drainDelayMs: 100,
+      hookTimeoutMs: 200,
+      forcedHookTimeoutMs: 50,
+      lateRequests: 'refuse',
+      exitCodes: { graceful: 0, failed: 7 },
+    }
+    await runScenario(config, [
+      { kind: 'enter' },
+      { kind: 'track', style: 'function', ignoresSignal: true },
+      { kind: 'onClose', behaviour: 'hang', timeoutMs: 1_000 },
+      { kind: 'close', drainDelayMs: undefined },
+      { kind: 'advance', ms: 150 },
+      { kind: 'enter' },
+      { kind: 'advance', ms: 200 },
+      { kind: 'force' },
+      { kind: 'release', pick: 0, twice: true },
+    ])
+  })
+
   it('keeps every invariant of issue 9', async () => {
     await fc.assert(
       fc.asyncProperty(setup, fc.array(action, { maxLength: 40 }), (config, actions) =>
