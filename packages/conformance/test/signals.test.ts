@@ -36,7 +36,7 @@ describe('signals in a real process', () => {
     expect(count(child.output(), 'exit 0')).toBe(1)
   })
 
-  it.todo('SIGTERM before listen(), listen() after the shutdown: the late listener never accepts and the process still exits promptly — blocked: an attached server that starts listening once the shutdown is stopping or closed keeps listening (accepts connections) until the exit watchdog fires', async () => {
+  it('SIGTERM before listen(), listen() after the shutdown: the late listener never accepts and the process still exits promptly', async () => {
     const child = await startFixture(fixture('before-listen.mjs'), [], { FIXTURE_LATE_LISTEN: '1' })
     child.kill('SIGTERM')
     await child.waitForLine('closed graceful=true')

@@ -42,7 +42,12 @@ export function resolveAdapterOptions(options: AdapterOptions | undefined): {
   const health_ = resolveHealth(health)
   if (given !== undefined) {
     if (!isShutdown(given)) throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given)
-    const extra = Object.keys(core).find((key) => (SHUTDOWN_OPTION_NAMES as readonly string[]).includes(key))
+    // A key present but undefined means "not set", as everywhere else (`??` defaults).
+    const extra = Object.keys(core).find(
+      (key) =>
+        (SHUTDOWN_OPTION_NAMES as readonly string[]).includes(key) &&
+        core[key as keyof typeof core] !== undefined,
+    )
     if (extra !== undefined) {
       throw invalidOptionType(
         extra,

@@ -149,7 +149,10 @@ export function createServerTracker(options: {
   }
 
   function markLast(connection: Connection, response: ServerResponse): void {
-    if (!response.headersSent) response.setHeader('Connection', 'close')
+    // Not setHeader('Connection', 'close'): error handlers that clear every header (Koa's) would
+    // remove it, and the socket would stay open for keepAliveTimeout. With shouldKeepAlive off,
+    // Node itself writes `Connection: close` when the headers go out and closes the socket after.
+    if (!response.headersSent) response.shouldKeepAlive = false
     connection.hasLastRequest = true
   }
 
@@ -196,17 +199,35 @@ export function createServerTracker(options: {
     return wrapper
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter listeners take any arguments
+  type Listener = (...args: any[]) => void
+  /** Per server, the listeners attach() added, removed again once the shutdown is over. */
+  const added = new Map<NetServer, Array<[string, Listener]>>()
+  /** Servers not listening when stopping began: a late listen() is closed at once, even after the end. */
+  const notListeningAtStop = new Set<NetServer>()
+
+  function listen(server: NetServer, event: string, listener: Listener, first = false): void {
+    if (first) server.prependListener(event, listener)
+    else server.on(event, listener)
+    added.get(server)?.push([event, listener])
+  }
+
   function attach(server: AttachableServer): void {
     if (servers.has(server)) return
     servers.add(server)
+    added.set(server, [])
     const isHttp2 = server.constructor.name.startsWith('Http2')
     // Prepended: a framework answering synchronously inside its own 'request' listener must not
     // write its headers before a last request gets `Connection: close`.
-    server.prependListener('request', observe)
-    server.on('connection', onConnection)
-    if (server instanceof TlsServer && !isHttp2) server.on('secureConnection', onSecureConnection)
-    if (isHttp2) server.on('session', onSession)
-    if (!isHttp2 && server.listenerCount('checkContinue') === 0) server.on('checkContinue', onCheckContinue)
+    listen(server, 'request', observe, true)
+    listen(server, 'connection', onConnection)
+    if (server instanceof TlsServer && !isHttp2) listen(server, 'secureConnection', onSecureConnection)
+    if (isHttp2) listen(server, 'session', onSession)
+    if (!isHttp2 && server.listenerCount('checkContinue') === 0)
+      listen(server, 'checkContinue', onCheckContinue)
+    // A server that starts listening after the shutdown began (start-up work that finished late)
+    // must not accept: it is closed as soon as it listens.
+    server.on('listening', onLateListen)
     // Node treats an upgrade as a plain request while nobody listens for 'upgrade', so ours joins
     // only when the app adds one (a WebSocket server), and runs first. The app's own upgrade
     // listeners are wrapped so none runs for an upgrade refused while stopping.
@@ -221,7 +242,7 @@ export function createServerTracker(options: {
       }
     }
     guardUpgrades()
-    server.on('newListener', (event: string | symbol) => {
+    listen(server, 'newListener', (event: string | symbol) => {
       if (event === 'upgrade') queueMicrotask(guardUpgrades)
     })
     if (server.listening) {
@@ -237,6 +258,24 @@ export function createServerTracker(options: {
     if (stopping) stopServer(server)
   }
 
+  function onLateListen(this: NetServer): void {
+    // After the 'listening' listeners: the app's listen() callback may still read server.address().
+    if (stopping) queueMicrotask(() => stopServer(this))
+  }
+
+  /** Gives the server back as it was: our listeners removed, the app's upgrade listeners unwrapped. */
+  function detach(server: NetServer): void {
+    for (const [event, listener] of added.get(server) ?? []) server.removeListener(event, listener)
+    added.delete(server)
+    server.removeListener('upgrade', onUpgrade)
+    for (const listener of server.rawListeners('upgrade') as UpgradeListener[]) {
+      if (!guarded.has(listener)) continue
+      server.removeListener('upgrade', listener)
+      server.on('upgrade', listener.listener as UpgradeListener)
+    }
+    if (!notListeningAtStop.has(server)) server.removeListener('listening', onLateListen)
+  }
+
   function stopServer(server: NetServer): void {
     // Not http.Server#close(): since Node 19 it also destroys every idle socket at once, racing
     // clients that are about to reuse them. Stop listening only; sockets are reaped below.
@@ -246,7 +285,10 @@ export function createServerTracker(options: {
   function stop(): void {
     if (stopping) return
     stopping = true
-    for (const server of servers) stopServer(server)
+    for (const server of servers) {
+      if (!server.listening) notListeningAtStop.add(server)
+      stopServer(server)
+    }
     for (const session of sessions) session.close()
     for (const connection of connections.values()) {
       if (connection.upgraded || connection.pending.size === 0) continue
@@ -322,7 +364,9 @@ export function createServerTracker(options: {
     finish() {
       if (reapTimer !== undefined) clock.clearTimeout(reapTimer)
       reapTimer = undefined
-      return destroyAll()
+      const destroyed = destroyAll()
+      for (const server of servers) detach(server)
+      return destroyed
     },
     get openConnections() {
       let open = sessions.size

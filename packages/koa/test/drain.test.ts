@@ -126,7 +126,19 @@ describe.each(koaVersions)('%s: requests in flight when the shutdown starts', (_
     await until(() => app?.shutdown.inFlight === 0, 2_000, 'the release after the 500')
   })
 
-  it.todo(
-    "the 500 of a request in flight that throws carries Connection: close and its socket closes at once (core: Koa's ctx.onerror strips every header, including the core's Connection: close; see the koa issue report)",
-  )
+  it('the 500 of a request in flight that throws carries Connection: close and its socket closes at once', async () => {
+    app = await create({ signals: false, logger: false, timeoutMs: 5_000 })
+    const raw = await rawConnect(app.port)
+    raws.push(raw)
+    raw.write(rawRequest('GET', '/park-throw'))
+    const gate = await within(2_000, app.nextParked(), '/park-throw to park')
+    const report = app.shutdown.close('test')
+    await until(() => app?.shutdown.state === 'stopping', 2_000, 'stopping')
+    gate.resolve()
+    const { data, error } = await within(2_000, raw.closed, 'the socket to close right after the 500')
+    expect(error).toBeUndefined()
+    expect(data).toMatch(/^HTTP\/1\.1 500 Internal Server Error\r\n/)
+    expect(data.slice(0, data.indexOf('\r\n\r\n')).toLowerCase()).toContain('\r\nconnection: close')
+    expect((await within(2_000, report, 'the drain')).graceful).toBe(true)
+  })
 })
