@@ -57,6 +57,8 @@ export function graceful(options?: GracefulOptions): GracefulMiddleware {
     const probe = healthAnswer(shutdown, health, ctx.method, ctx.url)
     if (probe !== undefined) {
       ctx.respond = false
+      // Not counted, but seen: a server only ever probed is still discovered.
+      shutdown.observe(req, res)
       res.writeHead(probe.status, probe.headers).end(probe.body)
       return
     }
