@@ -37,6 +37,12 @@ export type ScenarioId =
   | 'force'
   | 'health'
   | 'discovery'
+  | 'pipelined-upload'
+  | 'half-sent-head'
+  | 'client-half-close'
+  | 'many-idle'
+  | 'head-refused'
+  | 'chunked-refused'
 
 /** What a framework lets an adapter see; the suite asserts the stronger rule wherever it is possible. */
 export interface AdapterCapabilities {
@@ -1003,6 +1009,139 @@ export function describeAdapter(
         expect(done.graceful).toBe(true)
         expect(await connectOutcome(app.port)).toBe('ECONNREFUSED')
         expect((await within(3_000, raw.closed, 'the idle socket to close')).error).toBeUndefined()
+      },
+    )
+
+    for (const lateRequests of ['serve', 'refuse'] as const) {
+      scenario(
+        'pipelined-upload',
+        `delivers a connection's last answer intact when a large upload is pipelined behind it (lateRequests: ${lateRequests})`,
+        async () => {
+          const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests })
+          const raw = await idleConnection(app)
+          const busy = await parkOne(app)
+          const report = app.shutdown.close('test')
+          await reached(app.shutdown, 'stopping')
+          const upload = Buffer.alloc(512 * 1024, 'p').toString()
+          raw.write(rawRequest('GET', '/fast') + rawRequest('POST', '/echo', {}, upload))
+          const closed = await within(3_000, raw.closed, 'the connection to close after its last answer')
+          expect(closed.error).toBeUndefined()
+          const late = parseWire(after(closed.data, '\r\n\r\nfast'))
+          expect(late).toHaveLength(1)
+          if (lateRequests === 'serve') expect([late[0]?.status, late[0]?.body]).toEqual([200, 'fast'])
+          else expectRefusalBytes(late[0]?.raw ?? '')
+          expect(app.hits).not.toContain('/echo')
+          busy.gate.resolve()
+          await within(3_000, busy.response, 'the parked response')
+          expect(await within(3_000, report, 'the report')).toMatchObject({ graceful: true })
+        },
+      )
+    }
+
+    scenario(
+      'half-sent-head',
+      'closes a connection whose request head is still incomplete once quiet, without running a handler',
+      async () => {
+        const app = await start({ idleGraceMs: 30 })
+        const raw = await connect(app)
+        raw.write('GET /fast HTTP/1.1\r\nhost: localhost\r\n')
+        // The head reached the server: a full request on another connection is answered after it.
+        expect((await request(app.port, { path: '/fast', agent: false })).status).toBe(200)
+        const done = await within(3_000, app.shutdown.close('test'), 'the drain')
+        expect(done).toMatchObject({ graceful: true, requests: { forced: 0 } })
+        await within(3_000, raw.closed, 'the half-sent connection to close')
+        expect(app.hits).toEqual(['/fast'])
+      },
+    )
+
+    scenario(
+      'client-half-close',
+      'answers a last request whose client half-closed right after sending it',
+      async () => {
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
+        const raw = await idleConnection(app)
+        const busy = await parkOne(app)
+        const report = app.shutdown.close('test')
+        await reached(app.shutdown, 'stopping')
+        raw.socket.end(rawRequest('POST', '/echo', {}, 'half-closed'))
+        const closed = await within(3_000, raw.closed, 'the answer and the close')
+        expect(closed.error).toBeUndefined()
+        expect(parseWire(after(closed.data, '\r\n\r\nfast')).map((r) => [r.status, r.body])).toEqual([
+          [200, 'half-closed'],
+        ])
+        busy.gate.resolve()
+        await within(3_000, busy.response, 'the parked response')
+        expect(await within(3_000, report, 'the report')).toMatchObject({ graceful: true })
+      },
+    )
+
+    scenario(
+      'many-idle',
+      'closes twenty idle keep-alive connections with a FIN each, none destroyed',
+      async () => {
+        const app = await start({ idleGraceMs: 30 })
+        const idle = await Promise.all(Array.from({ length: 20 }, () => idleConnection(app)))
+        const done = await within(3_000, app.shutdown.close('test'), 'the drain')
+        expect(done).toMatchObject({ graceful: true, connectionsDestroyed: 0 })
+        const closed = await within(
+          3_000,
+          Promise.all(idle.map((raw) => raw.closed)),
+          'every idle socket to close',
+        )
+        expect(closed.map((c) => c.error?.code ?? 'fin')).toEqual(idle.map(() => 'fin'))
+      },
+    )
+
+    scenario(
+      'head-refused',
+      'refuses a late HEAD request with the refusal head and no body (lateRequests: refuse)',
+      async () => {
+        const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests: 'refuse' })
+        const raw = await idleConnection(app)
+        const busy = await parkOne(app)
+        const report = app.shutdown.close('test')
+        await reached(app.shutdown, 'stopping')
+        raw.write(rawRequest('HEAD', '/fast'))
+        const closed = await within(3_000, raw.closed, 'the refused HEAD to close')
+        expect(closed.error).toBeUndefined()
+        const late = after(closed.data, '\r\n\r\nfast')
+        // The refusal's head, byte for byte; a HEAD answer carries no body.
+        expectRefusalBytes(`${late}${buildRefusal(5, 1).body}`)
+        expect(late.endsWith('\r\n\r\n')).toBe(true)
+        expect(app.hits.filter((path) => path === '/fast')).toHaveLength(1)
+        busy.gate.resolve()
+        await within(3_000, busy.response, 'the parked response')
+        expect(await within(3_000, report, 'the report')).toMatchObject({
+          graceful: true,
+          requests: { refused: 1 },
+        })
+      },
+    )
+
+    scenario(
+      'chunked-refused',
+      'delivers the refusal of a chunked upload intact while its chunks keep coming, no reset (lateRequests: refuse)',
+      async () => {
+        const app = await start({ idleGraceMs: LATE_GRACE_MS, lateRequests: 'refuse' })
+        const raw = await idleConnection(app)
+        const busy = await parkOne(app)
+        const report = app.shutdown.close('test')
+        await reached(app.shutdown, 'stopping')
+        const chunk = `4000\r\n${'c'.repeat(0x4000)}\r\n`
+        raw.write(`POST /echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n${chunk}`)
+        await raw.waitFor('"statusCode":503}')
+        raw.write(chunk.repeat(8))
+        raw.write('0\r\n\r\n')
+        const closed = await within(3_000, raw.closed, 'the refused upload connection to close')
+        expect(closed.error).toBeUndefined()
+        expectRefusalBytes(after(closed.data, '\r\n\r\nfast'))
+        expect(app.hits).not.toContain('/echo')
+        busy.gate.resolve()
+        await within(3_000, busy.response, 'the parked response')
+        expect(await within(3_000, report, 'the report')).toMatchObject({
+          graceful: true,
+          requests: { refused: 1 },
+        })
       },
     )
   })
