@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 
 /** Which route a client drives. */
@@ -63,6 +64,17 @@ const ORDER_BODY = JSON.stringify({ item: 'rubber duck', qty: 1 })
 export function startLoad(options: LoadOptions): { done: Promise<void>; stop(): void } {
   let stopped = false
   const agents: http.Agent[] = []
+  const watched = new WeakSet<Socket>()
+
+  // Node's agent hands out a pooled socket that has already received the server's FIN (it only
+  // skips destroyed ones), and the request then fails with EPIPE. Any proper client drops a
+  // connection the server closed before reusing it; so does this one. A request written before the
+  // FIN arrived still fails, and is counted.
+  function dropOnServerClose(socket: Socket): void {
+    if (watched.has(socket)) return
+    watched.add(socket)
+    socket.once('end', () => socket.destroy())
+  }
 
   async function client(route: Route, index: number, total: number): Promise<void> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
@@ -125,6 +137,7 @@ export function startLoad(options: LoadOptions): { done: Promise<void>; stop(): 
           })
         },
       )
+      req.on('socket', dropOnServerClose)
       req.on('error', (error: NodeJS.ErrnoException) => {
         if (answered) return // the response's own 'close' says whether it was complete
         if (error.code === 'ECONNREFUSED') finish('refused', { code: error.code })
@@ -152,10 +165,10 @@ export function startLoad(options: LoadOptions): { done: Promise<void>; stop(): 
 }
 
 // The client's pacing. The timer callback only schedules the send with setImmediate, so the poll
-// phase runs in between: a FIN already waiting on the pooled socket is read first and the agent
-// opens a new connection instead of writing onto a closed one — the check any pooling client makes
-// before reusing a connection. A close still in flight when the request is written stays a race,
-// and is counted as a reset.
+// phase runs in between: a FIN already waiting on the pooled socket is read first (and the socket
+// dropped, above), and the agent opens a new connection instead of writing onto a closed one — the
+// check any pooling client makes before reusing a connection. A close still in flight when the
+// request is written stays a race, and is counted as a reset.
 function pause(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(() => setImmediate(resolve), ms))
 }

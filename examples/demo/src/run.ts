@@ -24,6 +24,14 @@ export interface Timeline {
   readonly timeoutMs: number
   /** lameduck's bound on the journal's close hook. */
   readonly hookTimeoutMs: number
+  /**
+   * lameduck's `idleGraceMs`: how long the server must have received no request before it closes
+   * idle keep-alive connections. The default (50 ms) assumes clients that are not starved of CPU;
+   * here the load generator shares two busy cores with the app (and, in CI, with other test runs),
+   * and a client stalled that long would look idle and race the close. Clients that keep sending
+   * are unaffected: each connection's next request is its last, answered with `Connection: close`.
+   */
+  readonly idleGraceMs: number
 }
 
 /** The timeline for `--seconds`: signal at 30 %, grace half the run (at least 2 s), kill under load. */
@@ -36,6 +44,7 @@ export function timelineFor(seconds: number): Timeline {
     loadMs: Math.max(seconds * 1000, signalAtMs + graceMs + 500),
     timeoutMs: Math.round(graceMs * 0.7),
     hookTimeoutMs: Math.round(graceMs * 0.15),
+    idleGraceMs: 500,
   }
 }
 
@@ -57,6 +66,8 @@ export interface RunFigures {
     completed: number
     refused503: number
     lost: number
+    /** Lost requests by error code (`timeout` for no answer). */
+    lostCodes: Record<string, number>
     truncated: number
     otherStatus: number
   }
@@ -67,6 +78,8 @@ export interface RunFigures {
     servedClose: number
     clean503: number
     resets: number
+    /** Resets by error code (ECONNRESET: the server closed or died under the request; EPIPE: written onto a closed connection). */
+    resetCodes: Record<string, number>
     truncated: number
     refusedConnections: number
     timeouts: number
@@ -144,6 +157,7 @@ export async function runScenario(options: RunOptions): Promise<RunFigures> {
       APP,
       ...['--framework', options.framework, '--mode', options.mode, '--journal', journalPath],
       ...['--timeout-ms', String(timeline.timeoutMs), '--hook-timeout-ms', String(timeline.hookTimeoutMs)],
+      ...['--idle-grace-ms', String(timeline.idleGraceMs)],
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   )
@@ -287,6 +301,9 @@ function countRequests(
       completed: count(before, 'served', 'served-close'),
       refused503: count(before, 'refusal-503'),
       lost: count(before, 'reset', 'refused', 'timeout'),
+      lostCodes: tally(
+        before.filter((o) => ['reset', 'refused', 'timeout'].includes(o.kind)).map((o) => o.code ?? o.kind),
+      ),
       truncated: count(before, 'truncated'),
       otherStatus: count(before, 'other-status'),
     },
@@ -296,12 +313,19 @@ function countRequests(
       servedClose: count(after, 'served-close'),
       clean503: count(after, 'refusal-503'),
       resets: count(after, 'reset'),
+      resetCodes: tally(after.filter((o) => o.kind === 'reset').map((o) => o.code ?? 'unknown')),
       truncated: count(after, 'truncated'),
       refusedConnections: count(after, 'refused'),
       timeouts: count(after, 'timeout'),
       otherStatus: count(after, 'other-status'),
     },
   }
+}
+
+function tally(values: readonly string[]): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const value of values) counts[value] = (counts[value] ?? 0) + 1
+  return counts
 }
 
 async function countWrites(journalPath: string, outcomes: readonly Outcome[]): Promise<RunFigures['writes']> {

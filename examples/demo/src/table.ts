@@ -127,7 +127,7 @@ export function renderTable(
       `${LOAD.fastClients} sending GET /fast every ${LOAD.fastIntervalMs} ms`,
     `SIGTERM ${(timeline.signalAtMs / 1000).toFixed(1)} s into the load, which goes on; ` +
       `SIGKILL ${(timeline.graceMs / 1000).toFixed(1)} s later if still running (the orchestrator's grace period); ` +
-      `lameduck timeoutMs ${timeline.timeoutMs}`,
+      `lameduck timeoutMs ${timeline.timeoutMs}, idleGraceMs ${timeline.idleGraceMs}`,
     '',
     `${' '.repeat(sectionWidth + 2 + labelWidth)}  ${heads.map((h) => style.bold(h.padStart(colWidth))).join('  ')}`,
   )

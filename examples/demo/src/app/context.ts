@@ -10,6 +10,8 @@ export interface AppContext {
   readonly port: number
   /** lameduck's `timeoutMs`: below the grace period the demo's "orchestrator" gives before SIGKILL. */
   readonly timeoutMs: number
+  /** lameduck's `idleGraceMs`: see `Timeline.idleGraceMs` in ../run.ts. */
+  readonly idleGraceMs: number
   /** lameduck's bound on the journal's close hook. */
   readonly hookTimeoutMs: number
   /** Prints lameduck's report for the demo to read (one `report <json>` line on stdout). */

@@ -32,7 +32,7 @@ async function listen(app: express.Express, port: number): Promise<Server> {
 /** Express with `graceful()` mounted first; the journal is closed in an `onClose` hook. */
 export async function startLameduck(ctx: AppContext): Promise<Server> {
   const { graceful } = await import('@lameduck/express')
-  const middleware = graceful({ timeoutMs: ctx.timeoutMs, health: true })
+  const middleware = graceful({ timeoutMs: ctx.timeoutMs, idleGraceMs: ctx.idleGraceMs, health: true })
   const { shutdown } = middleware
   const app = createApp(
     { journal: ctx.journal, runJob: (label, job) => void shutdown.track(label, job) },

@@ -28,7 +28,7 @@ function addRoutes(app: FastifyInstance, services: Services): void {
 export async function startLameduck(ctx: AppContext): Promise<Server> {
   const { graceful } = await import('@lameduck/fastify')
   const app = createFastify()
-  await app.register(graceful, { timeoutMs: ctx.timeoutMs, health: true })
+  await app.register(graceful, { timeoutMs: ctx.timeoutMs, idleGraceMs: ctx.idleGraceMs, health: true })
   const { shutdown } = app
   addRoutes(app, { journal: ctx.journal, runJob: (label, job) => void shutdown.track(label, job) })
   shutdown.onClose('journal', () => closeJournal(ctx.journal), { timeoutMs: ctx.hookTimeoutMs })

@@ -2,7 +2,7 @@
  * The demo's app, run as a child process by the CLI:
  *
  *   node dist/app.js --framework express|koa|fastify --mode lameduck|baseline --journal <file>
- *                    [--port 0] [--timeout-ms 2000] [--hook-timeout-ms 500]
+ *                    [--port 0] [--timeout-ms 2000] [--hook-timeout-ms 500] [--idle-grace-ms 50]
  *
  * Prints `ready <port>` once listening. Under lameduck it also prints `report <json>` when the
  * shutdown ends; lameduck's own log lines go to stderr.
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '0' },
     'timeout-ms': { type: 'string', default: '2000' },
     'hook-timeout-ms': { type: 'string', default: '500' },
+    'idle-grace-ms': { type: 'string', default: '50' },
   },
 })
 
@@ -45,6 +46,7 @@ async function main(start: NonNullable<typeof load>, journalPath: string): Promi
     journal,
     port: Number(values.port),
     timeoutMs: Number(values['timeout-ms']),
+    idleGraceMs: Number(values['idle-grace-ms']),
     hookTimeoutMs: Number(values['hook-timeout-ms']),
     printReport: (report) => console.log(`report ${JSON.stringify(report)}`),
   }
