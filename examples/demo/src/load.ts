@@ -67,7 +67,7 @@ export function startLoad(options: LoadOptions): { done: Promise<void>; stop(): 
   const watched = new WeakSet<Socket>()
 
   // Node's agent hands out a pooled socket that has already received the server's FIN (it only
-  // skips destroyed ones), and the request then fails with EPIPE. Any proper client drops a
+  // skips destroyed ones), and the request then fails with "socket hang up". Any proper client drops a
   // connection the server closed before reusing it; so does this one. A request written before the
   // FIN arrived still fails, and is counted.
   function dropOnServerClose(socket: Socket): void {

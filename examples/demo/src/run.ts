@@ -78,7 +78,7 @@ export interface RunFigures {
     servedClose: number
     clean503: number
     resets: number
-    /** Resets by error code (ECONNRESET: the server closed or died under the request; EPIPE: written onto a closed connection). */
+    /** Resets by error code: ECONNRESET ("socket hang up" too: closed before any answer), EPIPE (written onto a closed connection). */
     resetCodes: Record<string, number>
     truncated: number
     refusedConnections: number
