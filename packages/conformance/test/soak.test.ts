@@ -199,6 +199,7 @@ describe(`soak: ${REQUESTS} requests per adapter with random client aborts, then
           expect(app.shutdown.inFlight).toBe(0)
           gc()
           const growth = process.memoryUsage().heapUsed - heapBefore
+          console.info(`${name}: ${REQUESTS} requests (${seen.aborted} aborted), heap growth ${Math.round(growth / 1024)} KiB`)
           expect(growth, `heap grew ${Math.round(growth / 1024)} KiB`).toBeLessThan(HEAP_BOUND_BYTES)
           // No per-request listener left on the server.
           expect(serverListeners(app.server)).toEqual(listenersAfterWarmUp)
@@ -207,6 +208,8 @@ describe(`soak: ${REQUESTS} requests per adapter with random client aborts, then
           expect(report).toMatchObject({ graceful: true, exitCode: 0, requests: { forced: 0 } })
         } finally {
           await within(8_000, app.close(), 'app.close()')
+          // A failed assertion above must not leave this Shutdown's signal listeners to the next test.
+          if (app.shutdown.state !== 'closed') await within(8_000, app.shutdown.force('cleanup'), 'force()')
         }
         expect([process.listenerCount('SIGTERM'), process.listenerCount('SIGINT')]).toEqual(signalsBefore)
         await until(
