@@ -586,7 +586,7 @@ export function describeAdapter(
 
     scenario(
       'upgrade-stopping',
-      'refuses an upgrade request while stopping and closes its socket; no 101 goes out',
+      'refuses an upgrade request while stopping and closes its socket; the app never sees it, no 101 goes out',
       async () => {
         const app = await start({ idleGraceMs: LATE_GRACE_MS })
         const upgrades: string[] = []
@@ -606,6 +606,8 @@ export function describeAdapter(
         const late = after(closed.data, '\r\n\r\nfast')
         expect(late).not.toContain('101')
         expectRefusalBytes(late)
+        // The app's upgrade listener never sees a refused upgrade.
+        expect(upgrades).toEqual([])
         busy.gate.resolve()
         await within(3_000, busy.response, 'the parked response')
         expect(await within(3_000, report, 'the report')).toMatchObject({
