@@ -8,6 +8,7 @@ import { type Outcome, startLoad } from './load.js'
 
 /** The frameworks the demo runs. */
 export const FRAMEWORKS = ['express', 'koa', 'fastify'] as const
+/** One of {@link FRAMEWORKS}. */
 export type Framework = (typeof FRAMEWORKS)[number]
 /** lameduck, or the framework's documented `close()`. */
 export type Mode = 'lameduck' | 'baseline'
