@@ -27,3 +27,4 @@ export {
   type WireResponse,
 } from './adapter-suite.js'
 export { tlsCredentials } from './tls.js'
+export { smokeTestExample } from './example-smoke.js'
