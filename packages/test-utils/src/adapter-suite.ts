@@ -37,6 +37,7 @@ export type ScenarioId =
   | 'force'
   | 'health'
   | 'discovery'
+  | 'health-stopping'
   | 'pipelined-upload'
   | 'half-sent-head'
   | 'client-half-close'
@@ -996,6 +997,36 @@ export function describeAdapter(
         expect(app.shutdown.inFlight).toBe(0)
         expect(app.hits).toEqual([])
         await within(3_000, app.shutdown.force('test'), 'force()')
+      },
+    )
+
+    scenario(
+      'health-stopping',
+      'answers a readiness probe on a kept-alive connection while stopping with 503, Connection: close, uncounted',
+      async () => {
+        const app = await start({ health: true, idleGraceMs: LATE_GRACE_MS })
+        const raw = await idleConnection(app)
+        const busy = await parkOne(app)
+        const report = app.shutdown.close('test')
+        await reached(app.shutdown, 'stopping')
+        raw.write(rawRequest('GET', '/readyz'))
+        const closed = await within(3_000, raw.closed, 'the probe connection to close')
+        expect(closed.error).toBeUndefined()
+        const [probe, ...rest] = parseWire(after(closed.data, '\r\n\r\nfast'))
+        expect(rest).toEqual([])
+        expect([probe?.status, probe?.body, probe?.headers.connection]).toEqual([
+          503,
+          '{"status":"stopping"}',
+          'close',
+        ])
+        expectCounted(app)
+        expect(app.shutdown.inFlight).toBe(1)
+        busy.gate.resolve()
+        await within(3_000, busy.response, 'the parked response')
+        expect(await within(3_000, report, 'the report')).toMatchObject({
+          graceful: true,
+          requests: { refused: 0 },
+        })
       },
     )
 
