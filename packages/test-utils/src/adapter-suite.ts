@@ -295,7 +295,7 @@ export function describeAdapter(
           requests: { forced: 0 },
           connectionsDestroyed: 0,
         })
-        expect(done.requests.completed).toBeGreaterThanOrEqual(1)
+        expect(done.requests.completed).toBe(1)
         expect(app.shutdown.inFlight).toBe(0)
       },
     )
