@@ -21,4 +21,4 @@ export const HAPROXY_SAMPLE: HaproxySettings = {
 }
 
 /** docs/proxies/nginx.conf: what the suite runs, on sample ports. */
-export const NGINX_SAMPLE: NginxSettings = { listenPort: 8080, servers, failTimeoutS: 2 }
+export const NGINX_SAMPLE: NginxSettings = { listenPort: 8080, servers, failTimeoutS: 10 }
