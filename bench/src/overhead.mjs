@@ -1,6 +1,6 @@
 // Section 1, overhead: the bare framework against the same app with graceful() mounted (and the other
-// libraries on Express), hello-world route, autocannon, A/B rounds alternating order, a fresh server
-// process per run, server CPU read from /proc/<pid>/stat over the measured window only.
+// libraries on Express), hello-world route, autocannon, rounds of fresh server processes loaded in
+// alternating slices, server CPU read from /proc/<pid>/stat around the measured slices only.
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { LIBRARIES } from './libraries.mjs'
@@ -15,7 +15,8 @@ export function overheadPlan({ quick, rounds }) {
   return {
     rounds: rounds ?? (quick ? 1 : 5),
     warmupS: quick ? 0.5 : 1,
-    durationS: quick ? 1 : 4,
+    slices: quick ? 2 : 4,
+    sliceS: quick ? 0.5 : 1,
     connections: 32,
     pipelining: 1,
   }
@@ -26,17 +27,17 @@ export function loadArguments(plan, mode) {
   const close = mode === 'close' ? ", headers: { connection: 'close' }" : ''
   return (
     `autocannon({ url: 'http://127.0.0.1:<port>/', connections: ${plan.connections}, pipelining: ${plan.pipelining}, ` +
-    `duration: ${plan.durationS}, maxOverallRequests: ${maxRequests(plan)}${close} }) after a ${plan.warmupS} s warm-up ` +
-    'with the same arguments, in the parent process'
+    `duration: ${plan.sliceS}, maxOverallRequests: ${maxRequests(plan)}${close} }) per slice, after a ` +
+    `${plan.warmupS} s warm-up with the same arguments, in the parent process`
   )
 }
 
 function maxRequests(plan) {
-  return Math.round(200_000 * plan.durationS)
+  return Math.round(200_000 * Math.max(plan.sliceS, plan.warmupS))
 }
 
 /** The groups of arms measured against each other, round by round. */
-function groups(available, quick) {
+function groups(available, quick, frameworks) {
   const list = []
   for (const fw of ['express', 'koa', 'fastify']) {
     const lameduck = available[fw]
@@ -62,59 +63,85 @@ function groups(available, quick) {
     if (available[fw]) arms.push({ id: 'lameduck', label: 'lameduck', lib: 'lameduck', health: false })
     list.push({ fw, mode: 'close', arms })
   }
-  return list
+  return list.filter((group) => frameworks.includes(group.fw))
 }
 
-async function measure(plan, fw, mode, arm) {
-  const server = await startServer({
-    fw,
-    lib: arm.lib,
-    timeoutMs: 10_000,
-    health: arm.health,
-    maxLifeMs: 60_000,
-  })
+/**
+ * One round of a group: a fresh server per arm, all started together, then the load alternates
+ * between them in slices (A B C, C B A, A B C…), so a change in machine load during the round hits
+ * every arm alike. A server is idle while the others are loaded, so its CPU is read once before its
+ * first slice and once after its last.
+ */
+async function measureRound(plan, group) {
+  const servers = []
   try {
-    const options = {
+    const started = await Promise.allSettled(
+      group.arms.map((arm) =>
+        startServer({
+          fw: group.fw,
+          lib: arm.lib,
+          timeoutMs: 10_000,
+          health: arm.health,
+          maxLifeMs: 120_000,
+        }),
+      ),
+    )
+    for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
+    const failed = started.find((outcome) => outcome.status === 'rejected')
+    if (failed) throw failed.reason
+    const options = servers.map((server) => ({
       url: `http://127.0.0.1:${server.port}/`,
       connections: plan.connections,
       pipelining: plan.pipelining,
       maxOverallRequests: maxRequests(plan),
-      ...(mode === 'close' ? { headers: { connection: 'close' } } : {}),
+      ...(group.mode === 'close' ? { headers: { connection: 'close' } } : {}),
+    }))
+    for (const option of options) await autocannon({ ...option, duration: plan.warmupS })
+    const totals = servers.map(() => ({ ok: 0, problems: 0, wallUs: 0, clientUs: 0, cpuStart: 0, cpuEnd: 0 }))
+    const forward = servers.map((_, i) => i)
+    for (let slice = 0; slice < plan.slices; slice++) {
+      for (const i of slice % 2 === 0 ? forward : [...forward].reverse()) {
+        const total = totals[i]
+        const cpuBefore = cpuMicros(servers[i].pid)
+        if (slice === 0) total.cpuStart = cpuBefore
+        const clientBefore = process.cpuUsage()
+        const startedAt = performance.now()
+        const result = await autocannon({ ...options[i], duration: plan.sliceS })
+        total.wallUs += (performance.now() - startedAt) * 1_000
+        total.cpuEnd = cpuMicros(servers[i].pid)
+        const client = process.cpuUsage(clientBefore)
+        total.clientUs += client.user + client.system
+        total.ok += result['2xx']
+        total.problems += result.non2xx + result.errors + result.timeouts
+      }
     }
-    await autocannon({ ...options, duration: plan.warmupS })
-    const cpuBefore = cpuMicros(server.pid)
-    const clientBefore = process.cpuUsage()
-    const startedAt = performance.now()
-    const result = await autocannon({ ...options, duration: plan.durationS })
-    const wallUs = (performance.now() - startedAt) * 1_000
-    const serverUs = cpuMicros(server.pid) - cpuBefore
-    const client = process.cpuUsage(clientBefore)
-    const ok = result['2xx']
-    return {
-      reqPerSec: ok / (wallUs / 1e6),
-      cpuUsPerReq: ok > 0 ? serverUs / ok : Number.NaN,
-      serverCpu: serverUs / wallUs,
-      clientCpu: (client.user + client.system) / wallUs,
-      problems: result.non2xx + result.errors + result.timeouts,
-    }
+    return totals.map((total) => {
+      const serverUs = total.cpuEnd - total.cpuStart
+      return {
+        reqPerSec: total.ok / (total.wallUs / 1e6),
+        cpuUsPerReq: total.ok > 0 ? serverUs / total.ok : Number.NaN,
+        serverCpu: serverUs / total.wallUs,
+        clientCpu: total.clientUs / total.wallUs,
+        problems: total.problems,
+      }
+    })
   } finally {
-    server.end()
-    await server.exited
+    for (const server of servers) server.end()
+    await Promise.all(servers.map((server) => server.exited))
   }
 }
 
 /** Runs the section; `log` prints progress. Returns `{ markdown, summary }`. */
-export async function runOverhead({ quick, rounds, available, log }) {
+export async function runOverhead({ quick, rounds, available, frameworks, log }) {
   const plan = overheadPlan({ quick, rounds })
-  const plan_ = groups(available, quick)
+  const plan_ = groups(available, quick, frameworks)
   const results = new Map() // `${fw}/${mode}/${arm}` → measurement per round
   for (let round = 0; round < plan.rounds; round++) {
     for (const group of plan_) {
-      // A/B/A/B: the order flips every round so a drift in machine load hits every arm alike.
-      const arms = round % 2 === 0 ? group.arms : [...group.arms].reverse()
-      for (const arm of arms) {
+      const measured = await measureRound(plan, group)
+      group.arms.forEach((arm, i) => {
         const key = `${group.fw}/${group.mode}/${arm.id}`
-        const m = await measure(plan, group.fw, group.mode, arm)
+        const m = measured[i]
         if (!results.has(key)) results.set(key, [])
         results.get(key)[round] = m
         log(
@@ -122,7 +149,7 @@ export async function runOverhead({ quick, rounds, available, log }) {
             `${Math.round(m.reqPerSec)} req/s, ${m.cpuUsPerReq.toFixed(1)} µs CPU/req, ` +
             `server ${Math.round(m.serverCpu * 100)}% client ${Math.round(m.clientCpu * 100)}%`,
         )
-      }
+      })
     }
   }
 
@@ -184,11 +211,14 @@ export async function runOverhead({ quick, rounds, available, log }) {
     }
   }
   const markdown = [
-    `Rounds: ${plan.rounds} (arm order reversed every other round), a fresh server process per run. ` +
+    `Rounds: ${plan.rounds}. Each round starts a fresh server process per arm, warms each up, then loads ` +
+      `them in turn, ${plan.slices} slices of ${plan.sliceS} s each, the order reversed every slice ` +
+      '(A B C, C B A, …), so drifting machine load hits every arm alike. ' +
       `Load: ${loadArguments(plan, 'keep-alive')}; the "new per request" rows add \`Connection: close\` to every ` +
       'request, so each one opens a connection; "health: true" serves the probes but the load still goes to `/`, so it ' +
-      'shows what having them on costs every other request. Server CPU: utime+stime from `/proc/<pid>/stat` over the ' +
-      'measured window only; CPU/request = that / 2xx responses. Ratios are the median of per-round ratios ' +
+      'shows what having them on costs every other request. Server CPU: utime+stime from `/proc/<pid>/stat`, read ' +
+      "before the server's first slice and after its last (it is idle while the others are loaded); " +
+      'CPU/request = that / 2xx responses. Ratios are the median of per-round ratios ' +
       '(each run against the bare run of the same round). "client-bound runs": runs where the load generator ' +
       `used ≥ ${SATURATED * 100}% of a core, i.e. it may have saturated before the server.`,
     '',

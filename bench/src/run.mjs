@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `pnpm bench [--quick] [--only=overhead,shutdown,scale] [--libs=lameduck,stoppable,…] [--rounds=N] [--runs=N]
-//  [--note="…"] [--out=file]`; --libs picks the rows of the shutdown and scale sections.
+//  [--fw=express,koa,fastify] [--note="…"] [--out=file]`; --libs picks the rows of the shutdown and scale
+//  sections, --fw the frameworks of every section.
 // Loopback only; every server in its own child process, ended by PID on every exit path.
 // Benchmarks never fail on a number: the exit code is non-zero only when the bench itself broke.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string' },
     note: { type: 'string' },
     libs: { type: 'string' },
+    fw: { type: 'string' },
     out: { type: 'string' },
   },
   allowPositionals: false,
@@ -135,10 +137,16 @@ for (const lib of libs) {
   if (!(lib in LIBRARIES))
     throw new Error(`--libs: unknown library "${lib}"; known: ${Object.keys(LIBRARIES).join(', ')}`)
 }
+const frameworks = args.fw ? args.fw.split(',').map((s) => s.trim()) : Object.keys(ADAPTERS)
+for (const fw of frameworks) {
+  if (!(fw in ADAPTERS))
+    throw new Error(`--fw: unknown framework "${fw}"; known: ${Object.keys(ADAPTERS).join(', ')}`)
+}
 const rows = []
-for (const [lib, { frameworks }] of Object.entries(LIBRARIES)) {
+for (const [lib, { frameworks: where }] of Object.entries(LIBRARIES)) {
   if (!libs.includes(lib)) continue
-  for (const fw of frameworks) if (lib !== 'lameduck' || available[fw]) rows.push({ lib, fw })
+  for (const fw of where)
+    if (frameworks.includes(fw) && (lib !== 'lameduck' || available[fw])) rows.push({ lib, fw })
 }
 
 const sections = []
@@ -153,9 +161,14 @@ for (const name of only) {
   const sectionStarted = Date.now()
   const result =
     name === 'overhead'
-      ? await runOverhead({ quick, rounds, available, log })
+      ? await runOverhead({ quick, rounds, available, frameworks, log })
       : name === 'shutdown'
-        ? await runShutdown({ quick, runs, rows, log })
+        ? await runShutdown({
+            quick,
+            runs,
+            rows: rows.filter((r) => r.lib !== 'none' || r.fw === 'express'),
+            log,
+          })
         : await runScale({ quick, runs, rows, log })
   const seconds = Math.round((Date.now() - sectionStarted) / 1000)
   sections.push(`## ${titles[name]}\n\n${result.markdown}\n\n_Section time: ${seconds} s._`)

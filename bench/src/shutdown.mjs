@@ -255,6 +255,7 @@ export async function runShutdown({ quick, runs, rows, log }) {
       'full bodies',
       'lost or truncated',
       'how',
+      'with Connection: close',
       'last response → exit ms',
       CHILD_COLUMN,
       'exit',
@@ -266,6 +267,7 @@ export async function runShutdown({ quick, runs, rows, log }) {
         fmtSpread(row.inflight.map((r) => r.full)),
         String(sum(row.inflight, (r) => r.lost)),
         fmtCounts(row.inflight.reduce((all, r) => mergeCounts(all, r.failed), {})),
+        fmtSpread(row.inflight.map((r) => r.connectionClose)),
         ms(row.inflight.map((r) => r.lastToExitMs)),
         ms(row.inflight.map((r) => r.childFinishToExitMs)),
         exits(row.inflight),
@@ -355,7 +357,8 @@ export async function runShutdown({ quick, runs, rows, log }) {
     '',
     `**In-flight.** ${f.requests} keep-alive connections (each served one request first), then on each one ` +
       `\`GET /slow\`: ${f.slowMs} ms, then a ${f.bytes / 1024} KiB body checked byte by byte; SIGTERM ` +
-      `${f.signalAtMs} ms after sending. "full bodies": per run.`,
+      `${f.signalAtMs} ms after sending. "full bodies" and "with Connection: close" (responses telling the ` +
+      'client not to reuse the connection): per run.',
     '',
     inflightTable,
     '',
