@@ -37,6 +37,7 @@ export type ScenarioId =
   | 'force'
   | 'health'
   | 'discovery'
+  | 'last-request-slow'
   | 'health-stopping'
   | 'pipelined-upload'
   | 'half-sent-head'
@@ -485,29 +486,69 @@ export function describeAdapter(
       },
     )
 
-    scenario('chunked-upload', 'completes a chunked upload still arriving when stopping begins', async () => {
-      const app = await start()
-      const parked = app.nextParked()
-      const raw = await connect(app)
-      raw.write('POST /slow HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n')
-      await until(() => app.shutdown.inFlight === 1, 3_000, 'the upload to be counted')
-      const report = app.shutdown.close('test')
-      await reached(app.shutdown, 'stopping')
-      expect(app.shutdown.inFlight).toBe(1)
-      raw.write('6\r\n world\r\n0\r\n\r\n')
-      const gate = await within(3_000, parked, 'the upload to finish and park')
-      expectCounted(app)
-      gate.resolve()
-      const closed = await within(3_000, raw.closed, 'the response and close')
-      expect(closed.error).toBeUndefined()
-      expect(parseWire(closed.data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
-        [200, 'slow 11', 'close'],
-      ])
-      expect(await within(3_000, report, 'the report')).toMatchObject({
-        graceful: true,
-        requests: { completed: 1 },
-      })
-    })
+    for (const lateRequests of ['serve', 'refuse'] as const) {
+      scenario(
+        'chunked-upload',
+        `completes a chunked upload still arriving when stopping begins (lateRequests: ${lateRequests})`,
+        async () => {
+          const app = await start({ lateRequests })
+          const parked = app.nextParked()
+          const raw = await connect(app)
+          raw.write(
+            'POST /slow HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n',
+          )
+          await until(() => app.shutdown.inFlight === 1, 3_000, 'the upload to be counted')
+          const report = app.shutdown.close('test')
+          await reached(app.shutdown, 'stopping')
+          expect(app.shutdown.inFlight).toBe(1)
+          raw.write('6\r\n world\r\n0\r\n\r\n')
+          const gate = await within(3_000, parked, 'the upload to finish and park')
+          expectCounted(app)
+          gate.resolve()
+          const closed = await within(3_000, raw.closed, 'the response and close')
+          expect(closed.error).toBeUndefined()
+          expect(parseWire(closed.data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+            [200, 'slow 11', 'close'],
+          ])
+          expect(await within(3_000, report, 'the report')).toMatchObject({
+            graceful: true,
+            requests: { completed: 1, refused: 0 },
+          })
+        },
+      )
+    }
+
+    scenario(
+      'last-request-slow',
+      'counts a last request that parks while stopping (lateRequests: serve) and closes its connection after it',
+      async () => {
+        const app = await start({ idleGraceMs: LATE_GRACE_MS })
+        const raw = await idleConnection(app)
+        const busy = await parkOne(app)
+        const report = app.shutdown.close('test')
+        await reached(app.shutdown, 'stopping')
+        const late = app.nextParked()
+        raw.write(rawRequest('POST', '/slow', {}, 'late body'))
+        const gate = await within(3_000, late, 'the late request to park')
+        expectCounted(app)
+        expect(app.shutdown.inFlight).toBe(2)
+        busy.gate.resolve()
+        await within(3_000, busy.response, 'the first parked response')
+        expect(await connectOutcome(app.port)).toBe('ECONNREFUSED')
+        expect(app.shutdown.state).toBe('stopping')
+        expectCounted(app)
+        gate.resolve()
+        const closed = await within(3_000, raw.closed, 'the late response and the close')
+        expect(closed.error).toBeUndefined()
+        expect(
+          parseWire(after(closed.data, '\r\n\r\nfast')).map((r) => [r.status, r.body, r.headers.connection]),
+        ).toEqual([[200, 'slow 9', 'close']])
+        expect(await within(3_000, report, 'the report')).toMatchObject({
+          graceful: true,
+          requests: { completed: 2, refused: 0, forced: 0 },
+        })
+      },
+    )
 
     for (const delivery of ['in one write', 'in two parts, the rest after the 503'] as const) {
       scenario(
