@@ -71,6 +71,9 @@ export function createAppWith(
         },
       }
       parked.add(entry)
+      // Settled entries are forgotten: the soak parks tens of thousands of requests.
+      const forget = () => parked.delete(entry)
+      void gate.promise.then(forget, forget)
       const waiter = waiting.shift()
       if (waiter) waiter(entry)
       else unclaimed.push(entry)
