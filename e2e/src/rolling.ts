@@ -22,6 +22,8 @@ export type Cell =
       readonly name: string
       readonly drainDelayMs: number
       readonly failTimeoutS: number
+      /** A known open bug makes some runs of this cell fail: CI mode (one run) lists it as todo. */
+      readonly blocked?: string
     }
 
 /** Knobs shared by every run, from the environment (see e2e/README.md). */

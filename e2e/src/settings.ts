@@ -65,6 +65,8 @@ export const NGINX_CELLS: readonly Cell[] = [
     name: 'nginx, default proxy_next_upstream, drainDelayMs 0',
     drainDelayMs: 0,
     failTimeoutS: 10,
+    blocked:
+      'closing the listener resets connections still in its accept queue (e2e/repro/accept-queue-*.mjs); 3 of 10 full-mode runs fail',
   },
   {
     proxy: 'nginx',

@@ -12,6 +12,17 @@ import { NGINX_CELLS, RUN_OPTIONS, RUNS } from '../src/settings.ts'
 afterAll(stopAllChildren)
 
 for (const cell of NGINX_CELLS) {
+  // A cell with a known open bug still runs in full mode (`pnpm test:e2e`), where its failures are the
+  // measurement; CI's single run would only make landing a coin toss, so it lists the cell as todo.
+  if (
+    cell.proxy === 'nginx' &&
+    cell.blocked !== undefined &&
+    RUNS === 1 &&
+    !process.env.E2E_INCLUDE_BLOCKED
+  ) {
+    test.todo(`${cell.name} — blocked: ${cell.blocked}`)
+    continue
+  }
   test(cell.name, { timeout: RUNS * RUN_BUDGET_MS }, async ({ skip }) => {
     await runCell(inject('proxies').nginx, cell, RUNS, RUN_OPTIONS, skip)
   })
