@@ -73,6 +73,10 @@ export function createServerTracker(options: {
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
   let reapedUntracked = false
+  /** Connections opened before attach() were seen: Node's own idle reaping is needed for them. */
+  let hasUntracked = false
+  /** Upgraded connections, kept as a count so openConnections is O(1) (it runs on every close). */
+  let upgradedCount = 0
 
   function track(socket: Socket): Connection {
     let connection = connections.get(socket)
@@ -87,6 +91,7 @@ export function createServerTracker(options: {
     connections.set(socket, connection)
     socket.once('close', () => {
       connections.delete(socket)
+      if (connection.upgraded) upgradedCount--
       events.onConnectionsChanged()
     })
     if (stopping) scheduleReap(0)
@@ -133,9 +138,9 @@ export function createServerTracker(options: {
       return
     }
     connection.pending.add(response)
+    // Only the response's own 'close': a pipelined response Node never got to write may not emit it,
+    // but then its socket closes and the whole connection record, pending set included, goes.
     const done = () => {
-      response.off('close', done)
-      connection.socket.off('close', done)
       if (!connection.pending.delete(response)) return
       if (connection.pending.size === 0) {
         connection.idleSince = clock.now()
@@ -143,8 +148,6 @@ export function createServerTracker(options: {
       }
     }
     response.once('close', done)
-    // A pipelined response Node never got to write may not emit 'close'; its socket will.
-    connection.socket.once('close', done)
     if (stopping) markLast(connection, response)
   }
 
@@ -170,6 +173,7 @@ export function createServerTracker(options: {
 
   function onUpgrade(_req: IncomingMessage, socket: Socket): void {
     const connection = connections.get(socket) ?? track(socket)
+    if (!connection.upgraded) upgradedCount++
     connection.upgraded = true
     events.onConnectionsChanged()
     if (!stopping) return
@@ -248,6 +252,7 @@ export function createServerTracker(options: {
     if (server.listening) {
       server.getConnections((error, count) => {
         if (!error && count > connections.size + handshaking.size) {
+          hasUntracked = true
           log.info(
             { connections: count - connections.size - handshaking.size },
             `${count - connections.size - handshaking.size} connection(s) opened before attach(); Node's own idle reaping will close them`,
@@ -328,7 +333,9 @@ export function createServerTracker(options: {
     }
     if (now - lastRequestAt >= idleGraceMs) {
       for (const socket of handshaking) socket.destroy()
-      if (!reapedUntracked) {
+      // Node's closeIdleConnections() destroys every idle socket synchronously; only needed (and only
+      // worth its cost with thousands of sockets) for connections we never saw open.
+      if (!reapedUntracked && hasUntracked) {
         reapedUntracked = true
         for (const server of servers) (server as HttpServer).closeIdleConnections?.()
       }
@@ -369,9 +376,7 @@ export function createServerTracker(options: {
       return destroyed
     },
     get openConnections() {
-      let open = sessions.size
-      for (const connection of connections.values()) if (!connection.upgraded) open++
-      return open
+      return sessions.size + connections.size - upgradedCount
     },
     get idleConnections() {
       let idle = 0
