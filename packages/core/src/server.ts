@@ -172,7 +172,7 @@ export function createServerTracker(options: {
   }
 
   function onUpgrade(_req: IncomingMessage, socket: Socket): void {
-    const connection = connections.get(socket) ?? track(socket)
+    const connection = track(socket)
     if (!connection.upgraded) upgradedCount++
     connection.upgraded = true
     events.onConnectionsChanged()

@@ -200,11 +200,16 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     }
     const previous = state
     state = next
-    for (const listener of listeners.statechange) {
+    emit('statechange', next, previous)
+  }
+
+  /** Calls every listener of `event`; one that throws is logged and the others still run. */
+  function emit<E extends keyof ShutdownEvents>(event: E, ...args: Parameters<ShutdownEvents[E]>): void {
+    for (const listener of listeners[event]) {
       try {
-        listener(next, previous)
+        ;(listener as (...values: Parameters<ShutdownEvents[E]>) => void)(...args)
       } catch (error) {
-        log.error({ err: error }, 'a statechange listener threw')
+        log.error({ err: error }, `a ${event} listener threw`)
       }
     }
   }
@@ -433,13 +438,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     moveTo('closed')
     unregister()
     log.info({ report }, summarize(report))
-    for (const listener of listeners.closed) {
-      try {
-        listener(report)
-      } catch (error) {
-        log.error({ err: error }, 'a closed listener threw')
-      }
-    }
+    emit('closed', report)
     return report
   }
 
