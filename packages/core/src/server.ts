@@ -10,10 +10,17 @@ type Log = { info(fields: Record<string, unknown>, message: string): void }
 /** Any server `attach()` takes: `http`, `https`, `http2` (plain or secure). */
 export type AttachableServer = NetServer
 
+/** Told once when a watched response has closed — or its socket has, for a response Node dropped. */
+export interface ResponseWatcher {
+  closed(): void
+}
+
 interface Connection {
   readonly socket: Socket
-  /** Responses not yet closed, in arrival order. */
-  readonly pending: Set<ServerResponse>
+  /** Responses not yet closed, in arrival order, each with the watcher the shutdown set (if counted). */
+  readonly pending: Map<ServerResponse, ResponseWatcher | undefined>
+  /** Requests pipelined behind this connection's last response (only ever set while stopping). */
+  dropped: Set<AnyRequest> | undefined
   /** When `pending` last became empty (or the socket opened). */
   idleSince: number
   /** A response with `Connection: close` has been chosen: anything pipelined after it is refused. */
@@ -38,8 +45,16 @@ export interface TrackerEvents {
 export interface ServerTracker {
   attach(server: AttachableServer): void
   has(server: AttachableServer): boolean
-  /** Sees a request; also called for a request that arrived before its server was attached. */
+  /** Sees a request; also called for a request that arrived before its server was attached. Idempotent. */
   observe(req: AnyRequest, res: AnyResponse): void
+  /**
+   * Tells `watcher` when the observed HTTP/1 response `res` closes (or its socket does: Node drops
+   * responses pipelined behind a closed connection without a `'close'`). False when `res` is not
+   * tracked here (HTTP/2, already closed, dropped): the caller must watch it itself.
+   */
+  watch(req: AnyRequest, res: AnyResponse, watcher: ResponseWatcher): boolean
+  /** The watcher set on `res` by {@link ServerTracker.watch}, while `res` is open. */
+  watcherOf(req: AnyRequest, res: AnyResponse): ResponseWatcher | undefined
   /** True for a request pipelined behind a response that closes its connection: it must not run. */
   isDropped(req: AnyRequest): boolean
   stop(): void
@@ -67,8 +82,6 @@ export function createServerTracker(options: {
   const sessions = new Set<Http2Session>()
   // https: raw TCP sockets until their TLS handshake completes (they never reach a request).
   const handshaking = new Set<Socket>()
-  const seen = new WeakSet<object>()
-  const dropped = new WeakSet<object>()
   let stopping = false
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
@@ -83,7 +96,8 @@ export function createServerTracker(options: {
     if (connection) return connection
     connection = {
       socket,
-      pending: new Set(),
+      pending: new Map(),
+      dropped: undefined,
       idleSince: clock.now(),
       hasLastRequest: false,
       upgraded: false,
@@ -92,6 +106,13 @@ export function createServerTracker(options: {
     socket.once('close', () => {
       connections.delete(socket)
       if (connection.upgraded) upgradedCount--
+      // Responses still pending here never close on their own if Node dropped them (pipelined
+      // behind a response that closed the connection): the socket's close is theirs.
+      if (connection.pending.size > 0) {
+        const watchers = [...connection.pending.values()]
+        connection.pending.clear()
+        for (const watcher of watchers) watcher?.closed()
+      }
       events.onConnectionsChanged()
     })
     if (stopping) scheduleReap(0)
@@ -125,30 +146,43 @@ export function createServerTracker(options: {
     if (stopping) session.close()
   }
 
+  // Runs on every request (twice when an adapter enters it too): one Map lookup and one listener, no
+  // weak collections — this is the per-request cost the bench measures.
   function observe(req: AnyRequest, res: AnyResponse): void {
-    if (seen.has(req)) return
-    seen.add(req)
     lastRequestAt = clock.now()
     // HTTP/2 streams need no bookkeeping: GOAWAY at stopping ends each session after its streams.
     if (req.httpVersionMajor >= 2) return
     const response = res as ServerResponse
-    const connection = track((req as IncomingMessage).socket)
+    const socket = (req as IncomingMessage).socket
+    const connection = connections.get(socket) ?? track(socket)
+    // Seen already, or over before it was seen: nothing to wait for.
+    if (connection.pending.has(response) || response.closed) return
     if (connection.hasLastRequest) {
-      dropped.add(req)
+      if (connection.dropped === undefined) connection.dropped = new Set()
+      connection.dropped.add(req)
       return
     }
-    connection.pending.add(response)
-    // Only the response's own 'close': a pipelined response Node never got to write may not emit it,
-    // but then its socket closes and the whole connection record, pending set included, goes.
-    const done = () => {
-      if (!connection.pending.delete(response)) return
-      if (connection.pending.size === 0) {
-        connection.idleSince = clock.now()
-        if (stopping) scheduleReap(idleGraceMs)
-      }
-    }
-    response.once('close', done)
+    connection.pending.set(response, undefined)
+    // The response's own 'close' (emitted once, so `on`); one that never comes is covered by the
+    // socket's 'close' in track().
+    response.on('close', () => responseClosed(connection, response))
     if (stopping) markLast(connection, response)
+  }
+
+  function responseClosed(connection: Connection, response: ServerResponse): void {
+    const watcher = connection.pending.get(response)
+    if (!connection.pending.delete(response)) return
+    if (connection.pending.size === 0) {
+      connection.idleSince = clock.now()
+      if (stopping) scheduleReap(idleGraceMs)
+    }
+    watcher?.closed()
+  }
+
+  function pendingOf(req: AnyRequest, res: AnyResponse): Connection['pending'] | undefined {
+    if (req.httpVersionMajor >= 2) return undefined
+    const pending = connections.get((req as IncomingMessage).socket)?.pending
+    return pending?.has(res as ServerResponse) ? pending : undefined
   }
 
   function markLast(connection: Connection, response: ServerResponse): void {
@@ -302,7 +336,7 @@ export function createServerTracker(options: {
       // responses queued behind it, whose handlers already ran. If the newest already has its
       // headers (a stream, or a response buffered behind a slower one), the socket is left to go
       // idle and is reaped like any idle socket.
-      const last = [...connection.pending].at(-1)
+      const last = [...connection.pending.keys()].at(-1)
       if (last && !last.headersSent) markLast(connection, last)
     }
     scheduleReap(0)
@@ -365,7 +399,17 @@ export function createServerTracker(options: {
     attach,
     has: (server) => servers.has(server),
     observe,
-    isDropped: (req) => dropped.has(req),
+    watch(req, res, watcher) {
+      const pending = pendingOf(req, res)
+      pending?.set(res as ServerResponse, watcher)
+      return pending !== undefined
+    },
+    watcherOf: (req, res) => pendingOf(req, res)?.get(res as ServerResponse),
+    // Only a stopping server drops requests: the common case is one comparison.
+    isDropped: (req) =>
+      stopping &&
+      req.httpVersionMajor < 2 &&
+      connections.get((req as IncomingMessage).socket)?.dropped?.has(req) === true,
     stop,
     destroyAll,
     finish() {

@@ -1,9 +1,10 @@
 import { closedError, invalidArgument } from './errors.js'
 import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
+import { onResponseClosed } from './lifecycle.js'
 import { safeLogger } from './logger.js'
 import { milliseconds, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
 import { type AnyRequest, type AnyResponse, buildRefusal, type Refusal } from './refusal.js'
-import { type AttachableServer, createServerTracker } from './server.js'
+import { type AttachableServer, createServerTracker, type ResponseWatcher } from './server.js'
 import { onSignals } from './signals.js'
 
 /** serving ─signal/close()─▶ draining ─drainDelayMs─▶ stopping ─drained or deadline─▶ closing ─hooks─▶ closed */
@@ -75,6 +76,19 @@ export interface Shutdown {
    */
   enter(req?: AnyRequest, res?: AnyResponse): Release | undefined
   /**
+   * The gate adapters use: counts the request until its response has closed (finished or aborted;
+   * for a pipelined response Node dropped, until its socket closed) — no release to call. Returns
+   * false when the request must be refused, for the same reasons as {@link Shutdown.enter}. Cheaper
+   * than `enter()` plus a `'close'` listener: the connection bookkeeping already watches the response.
+   */
+  admit(req: AnyRequest, res: AnyResponse): boolean
+  /**
+   * Keeps the request of `res`, admitted by {@link Shutdown.admit}, counted until the returned
+   * release is called as well — for work that outlives the response (a handler still running after
+   * its client aborted). A no-op release when the request is not counted or already released.
+   */
+  hold(req: AnyRequest, res: AnyResponse): Release
+  /**
    * Lets the shutdown see a request it must not count — a health probe answered before the gate:
    * an unattached server is discovered from it and its connection follows the same rules (its
    * last request once stopping carries `Connection: close`).
@@ -115,6 +129,20 @@ const RANK: Readonly<Record<ShutdownState, number>> = {
   closing: 3,
   closed: 4,
 }
+
+/** A request counted by `admit()`: released when its response has closed and every hold is dropped. */
+class Admission implements ResponseWatcher {
+  holds = 1
+  constructor(private readonly leave: () => void) {}
+  closed(): void {
+    this.drop()
+  }
+  drop(): void {
+    if (--this.holds === 0) this.leave()
+  }
+}
+
+const noop: Release = () => {}
 
 /**
  * Creates the shutdown coordinator. Options are checked here, once: bad input throws a `TypeError`
@@ -223,6 +251,11 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       wakeDrain?.()
   }
 
+  /** Admissions the tracker cannot watch (HTTP/2 streams), found again by `hold()`. */
+  const unwatched = new WeakMap<object, Admission>()
+  /** The server of the previous request: the common case skips the lookup. */
+  let lastServer: unknown
+
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
     let server: unknown
     try {
@@ -237,7 +270,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     )
       return
     const found = server as AttachableServer
-    if (!tracker.has(found)) {
+    if (found !== lastServer && !tracker.has(found)) {
       if (atLeast('closing')) return
       tracker.attach(found)
       log.info(
@@ -245,27 +278,61 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
         'attached the server on its first request; call shutdown.attach(server) right after listen() so connections opened before the first request are handled too',
       )
     }
+    lastServer = found
     if (res) tracker.observe(req, res)
   }
 
-  function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
-    if (req !== undefined) discover(req, res)
+  /** Counts the request unless it must be refused; false (and counted as refused) when it must. */
+  function pass(req: AnyRequest | undefined): boolean {
     const refused =
       atLeast('closing') ||
       (state === 'stopping' && opts.lateRequests === 'refuse') ||
       (req !== undefined && tracker.isDropped(req))
     if (refused) {
       counts.refused++
-      return undefined
+      return false
     }
     inFlight++
+    return true
+  }
+
+  function leave(): void {
+    inFlight--
+    if (state !== 'serving') counts.completed++
+    checkDrained()
+  }
+
+  function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
+    if (req !== undefined) discover(req, res)
+    if (!pass(req)) return undefined
     let released = false
     return () => {
       if (released) return
       released = true
-      inFlight--
-      if (state !== 'serving') counts.completed++
-      checkDrained()
+      leave()
+    }
+  }
+
+  function admit(req: AnyRequest, res: AnyResponse): boolean {
+    discover(req, res)
+    if (!pass(req)) return false
+    const admission = new Admission(leave)
+    if (!tracker.watch(req, res, admission)) {
+      unwatched.set(res, admission)
+      onResponseClosed(res, () => admission.closed())
+    }
+    return true
+  }
+
+  function hold(req: AnyRequest, res: AnyResponse): Release {
+    const admission = (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
+    if (admission === undefined || admission.holds === 0) return noop
+    admission.holds++
+    let dropped = false
+    return () => {
+      if (dropped) return
+      dropped = true
+      admission.drop()
     }
   }
 
@@ -483,6 +550,8 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       return server
     },
     enter,
+    admit,
+    hold,
     observe: (req, res) => discover(req, res),
     refusal: (req) => buildRefusal(opts.retryAfterSeconds, req?.httpVersionMajor ?? 1),
     track,

@@ -21,15 +21,22 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
-/** A handler using the core as adapters do; `/slow` waits for `gate`. */
-function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void) {
+/** How a handler counts its request: `enter()` + `onResponseClosed()`, or `admit()` as the adapters do. */
+type Gate = 'enter' | 'admit'
+
+/** A handler using the core as an adapter would; `/slow` waits for `gate`. */
+function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void, via: Gate = 'enter') {
   return (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
-    const release = shutdown.enter(req, res)
-    if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
-    onResponseClosed(res, release)
+    if (via === 'admit') {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+    } else {
+      const release = shutdown.enter(req, res)
+      if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
+      onResponseClosed(res, release)
+    }
     const body = `ok ${req.url}`
     const answer = () =>
       (res as http.ServerResponse)
@@ -49,83 +56,89 @@ function listenOn(server: http.Server | https.Server | http2.Http2Server): Promi
 }
 
 describe('HTTPS', () => {
-  it('drains like HTTP: the in-flight response completes with Connection: close, idle TLS sockets close', async () => {
-    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
-    const gate = deferred()
-    const arrived = deferred()
-    const server = https.createServer(
-      tlsCredentials(),
-      handler(shutdown, gate.promise, () => arrived.resolve()),
-    )
-    shutdown.attach(server)
-    const port = await listenOn(server)
-    cleanups.push(() => closeServer(server))
-    const { cert } = tlsCredentials()
-    const idleAgent = new https.Agent({ keepAlive: true, ca: cert, maxSockets: 1 })
-    const get = (path: string, agent: https.Agent) =>
-      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
-        https
-          .get({ host: '127.0.0.1', port, path, agent, ca: cert }, (res) => {
-            let body = ''
-            res.on('data', (chunk) => (body += chunk))
-            res.on('end', () =>
-              resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }),
-            )
-          })
-          .on('error', reject)
+  it.each<Gate>(['enter', 'admit'])(
+    'drains like HTTP: the in-flight response completes with Connection: close, idle TLS sockets close (%s)',
+    async (via) => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const gate = deferred()
+      const arrived = deferred()
+      const server = https.createServer(
+        tlsCredentials(),
+        handler(shutdown, gate.promise, () => arrived.resolve(), via),
+      )
+      shutdown.attach(server)
+      const port = await listenOn(server)
+      cleanups.push(() => closeServer(server))
+      const { cert } = tlsCredentials()
+      const idleAgent = new https.Agent({ keepAlive: true, ca: cert, maxSockets: 1 })
+      const get = (path: string, agent: https.Agent) =>
+        new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+          https
+            .get({ host: '127.0.0.1', port, path, agent, ca: cert }, (res) => {
+              let body = ''
+              res.on('data', (chunk) => (body += chunk))
+              res.on('end', () =>
+                resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }),
+              )
+            })
+            .on('error', reject)
+        })
+      await get('/warm', idleAgent)
+      const idleSocketClosed = new Promise<void>((resolve) => {
+        const [socket] = Object.values(idleAgent.freeSockets).flat()
+        socket?.once('close', () => resolve())
       })
-    await get('/warm', idleAgent)
-    const idleSocketClosed = new Promise<void>((resolve) => {
-      const [socket] = Object.values(idleAgent.freeSockets).flat()
-      socket?.once('close', () => resolve())
-    })
-    const slow = get('/slow', new https.Agent({ keepAlive: true, ca: cert }))
-    await within(2_000, arrived.promise, 'the slow request to arrive')
-    const report = shutdown.close('test')
-    await within(2_000, idleSocketClosed, 'the idle TLS socket to close')
-    gate.resolve()
-    expect(await within(2_000, slow, 'the slow response')).toEqual({
-      status: 200,
-      connection: 'close',
-      body: 'ok /slow',
-    })
-    const done = await within(2_000, report, 'the drain')
-    expect(done.graceful).toBe(true)
-  })
+      const slow = get('/slow', new https.Agent({ keepAlive: true, ca: cert }))
+      await within(2_000, arrived.promise, 'the slow request to arrive')
+      const report = shutdown.close('test')
+      await within(2_000, idleSocketClosed, 'the idle TLS socket to close')
+      gate.resolve()
+      expect(await within(2_000, slow, 'the slow response')).toEqual({
+        status: 200,
+        connection: 'close',
+        body: 'ok /slow',
+      })
+      const done = await within(2_000, report, 'the drain')
+      expect(done.graceful).toBe(true)
+    },
+  )
 })
 
 describe('HTTP/2', () => {
-  it('sends GOAWAY at stopping, lets open streams finish, and ends every session', async () => {
-    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
-    const gate = deferred()
-    const arrived = deferred()
-    const server = http2.createServer(handler(shutdown, gate.promise, () => arrived.resolve()))
-    shutdown.attach(server)
-    const port = await listenOn(server)
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    const client = http2.connect(`http://127.0.0.1:${port}`)
-    cleanups.push(() => void client.destroy())
-    const goaway = new Promise<void>((resolve) => client.once('goaway', () => resolve()))
-    const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()))
-    const stream = client.request({ ':path': '/slow' })
-    let body = ''
-    stream.setEncoding('utf8')
-    stream.on('data', (chunk: string) => (body += chunk))
-    const streamEnded = new Promise<number>((resolve) => {
-      let status = 0
-      stream.on('response', (headers) => (status = Number(headers[':status'])))
-      stream.on('end', () => resolve(status))
-    })
-    await within(2_000, arrived.promise, 'the stream to reach the handler')
-    const report = shutdown.close('test')
-    await within(2_000, goaway, 'GOAWAY')
-    gate.resolve()
-    expect(await within(2_000, streamEnded, 'the stream to finish')).toBe(200)
-    expect(body).toBe('ok /slow')
-    const done = await within(2_000, report, 'the drain')
-    expect(done.graceful).toBe(true)
-    await within(2_000, clientClosed, 'the client session to close')
-  })
+  it.each<Gate>(['enter', 'admit'])(
+    'sends GOAWAY at stopping, lets open streams finish, and ends every session (%s)',
+    async (via) => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const gate = deferred()
+      const arrived = deferred()
+      const server = http2.createServer(handler(shutdown, gate.promise, () => arrived.resolve(), via))
+      shutdown.attach(server)
+      const port = await listenOn(server)
+      cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      const client = http2.connect(`http://127.0.0.1:${port}`)
+      cleanups.push(() => void client.destroy())
+      const goaway = new Promise<void>((resolve) => client.once('goaway', () => resolve()))
+      const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()))
+      const stream = client.request({ ':path': '/slow' })
+      let body = ''
+      stream.setEncoding('utf8')
+      stream.on('data', (chunk: string) => (body += chunk))
+      const streamEnded = new Promise<number>((resolve) => {
+        let status = 0
+        stream.on('response', (headers) => (status = Number(headers[':status'])))
+        stream.on('end', () => resolve(status))
+      })
+      await within(2_000, arrived.promise, 'the stream to reach the handler')
+      const report = shutdown.close('test')
+      await within(2_000, goaway, 'GOAWAY')
+      gate.resolve()
+      expect(await within(2_000, streamEnded, 'the stream to finish')).toBe(200)
+      expect(body).toBe('ok /slow')
+      const done = await within(2_000, report, 'the drain')
+      expect(done.graceful).toBe(true)
+      await within(2_000, clientClosed, 'the client session to close')
+    },
+  )
 
   it('omits Connection from the HTTP/2 refusal (illegal there)', () => {
     const shutdown = createShutdown({ signals: false, logger: false })

@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import {
   type AdapterOptions,
   healthAnswer,
-  onResponseClosed,
   resolveAdapterOptions,
   type Shutdown,
   writeRefusal,
@@ -53,22 +52,22 @@ export function graceful(options?: GracefulOptions): GracefulMiddleware {
     next: (error?: unknown) => void,
   ): void {
     // Probes first: readiness must answer 503 while stopping rather than be refused or counted.
-    const probe = healthAnswer(shutdown, health, req.method, req.url)
-    if (probe !== undefined) {
-      // Not counted, but seen: a server only ever probed is still discovered, and a probe that is
-      // its connection's last request once stopping carries `Connection: close`.
-      shutdown.observe(req, res)
-      res.writeHead(probe.status, probe.headers).end(probe.body)
-      return
+    if (health !== undefined) {
+      const probe = healthAnswer(shutdown, health, req.method, req.url)
+      if (probe !== undefined) {
+        // Not counted, but seen: a server only ever probed is still discovered, and a probe that is
+        // its connection's last request once stopping carries `Connection: close`.
+        shutdown.observe(req, res)
+        res.writeHead(probe.status, probe.headers).end(probe.body)
+        return
+      }
     }
-    // With req and res the core applies the connection rules (last request, pipelined ones dropped)
-    // and discovers the server when attach() was not called.
-    const release = shutdown.enter(req, res)
-    if (release === undefined) {
+    // With req and res the core applies the connection rules (last request, pipelined ones dropped),
+    // discovers the server when attach() was not called, and releases the request when res closes.
+    if (!shutdown.admit(req, res)) {
       writeRefusal(req, res, shutdown.refusal(req))
       return
     }
-    onResponseClosed(res, release)
     next()
   }
 

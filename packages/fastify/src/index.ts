@@ -1,8 +1,6 @@
 import {
   type AdapterOptions,
   healthAnswer,
-  onResponseClosed,
-  type Release,
   resolveAdapterOptions,
   type Shutdown,
   writeRefusal,
@@ -26,12 +24,6 @@ declare module 'fastify' {
  */
 export type GracefulOptions = AdapterOptions
 
-/** What holds a counted request: its response until it closes, its handler while it runs. */
-interface Holds {
-  count: number
-  readonly release: Release
-}
-
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
   // First: registered twice, this throws FST_ERR_DEC_ALREADY_PRESENT before a second Shutdown (with
   // its signal listeners) exists.
@@ -42,12 +34,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   )
   shutdown.attach(app.server)
 
-  const counted = new WeakMap<object, Holds>()
   const wrapped = new WeakSet<object>()
-  const drop = (holds: Holds) => () => {
-    // release() is idempotent: a handler starting after its response closed drops to 0 twice.
-    if (--holds.count <= 0) holds.release()
-  }
   let fastifyCloseStarted = false
   let fastifyCloseReached: () => void = () => {}
   const reachedFastifyClose = new Promise<void>((resolve) => {
@@ -60,17 +47,15 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
     const handler = route.handler
     if (wrapped.has(handler)) return
     route.handler = function gracefulHandler(this: unknown, request, reply) {
-      const holds = counted.get(request.raw)
-      if (holds === undefined) return handler.call(this as never, request, reply)
-      holds.count++
+      // A no-op when the request was not admitted (a probe) or its response already closed.
+      const release = shutdown.hold(request.raw, reply.raw)
       let result: unknown
       try {
         result = handler.call(this as never, request, reply)
       } finally {
-        const settled = drop(holds)
         if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-          ;(result as PromiseLike<unknown>).then(settled, settled)
-        } else settled()
+          ;(result as PromiseLike<unknown>).then(release, release)
+        } else release()
       }
       return result
     } as typeof handler
@@ -80,21 +65,20 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   // The earliest hook. Probes bypass the gate; with req and res the core applies the connection
   // rules (last request gets `Connection: close`, anything pipelined behind it is refused).
   app.addHook('onRequest', function gracefulOnRequest(request, reply, done) {
-    const probe = healthAnswer(shutdown, health, request.raw.method, request.raw.url)
-    if (probe !== undefined) {
-      reply.hijack()
-      reply.raw.writeHead(probe.status, probe.headers).end(probe.body)
-      return done()
+    if (health !== undefined) {
+      const probe = healthAnswer(shutdown, health, request.raw.method, request.raw.url)
+      if (probe !== undefined) {
+        reply.hijack()
+        reply.raw.writeHead(probe.status, probe.headers).end(probe.body)
+        return done()
+      }
     }
-    const release = shutdown.enter(request.raw, reply.raw)
-    if (release === undefined) {
+    // Counted until its response closes; the handler wrapper above holds it while the handler runs.
+    if (!shutdown.admit(request.raw, reply.raw)) {
       reply.hijack()
       writeRefusal(request.raw, reply.raw, shutdown.refusal(request.raw))
       return done()
     }
-    const holds: Holds = { count: 1, release }
-    counted.set(request.raw, holds)
-    onResponseClosed(reply.raw, drop(holds))
     done()
   })
 

@@ -1,12 +1,6 @@
 import http from 'node:http'
 import { type Deferred, deferred, listen } from '@lameduck/test-utils'
-import {
-  createShutdown,
-  onResponseClosed,
-  type Shutdown,
-  type ShutdownOptions,
-  writeRefusal,
-} from '../../src/index.js'
+import { createShutdown, type Shutdown, type ShutdownOptions, writeRefusal } from '../../src/index.js'
 
 /** A raw node:http app using the core the way an adapter does, with parkable handlers. */
 export interface TestApp {
@@ -33,9 +27,9 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
     return arrivals[index] as Deferred<Deferred<void>>
   }
   const server = http.createServer((req, res) => {
-    const release = shutdown.enter(req, res)
-    if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
-    onResponseClosed(res, release)
+    // admit(): the adapters' gate, released by the core when the response (or its socket) closes.
+    // The conformance suite's raw app covers enter() + onResponseClosed().
+    if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
     hits.push(req.url ?? '')
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))

@@ -1,0 +1,222 @@
+import http from 'node:http'
+import http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import {
+  closeServer,
+  type Deferred,
+  deferred,
+  listen,
+  nextEvent,
+  rawConnect,
+  rawRequest,
+  until,
+  within,
+} from '@lameduck/test-utils'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createShutdown, type Release, type Shutdown, writeRefusal } from '../src/index.js'
+
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+interface Admitted {
+  req: http.IncomingMessage
+  res: http.ServerResponse
+}
+
+/** A server whose handler admits every request and hands it to the test instead of answering. */
+async function start(options: Parameters<typeof createShutdown>[0] = {}) {
+  const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, ...options })
+  const arrivals: Deferred<Admitted>[] = [deferred()]
+  let refused = 0
+  const server = http.createServer((req, res) => {
+    if (req.url === '/probe') {
+      shutdown.observe(req, res)
+      arrivals.at(-1)?.resolve({ req, res })
+      arrivals.push(deferred())
+      return
+    }
+    if (!shutdown.admit(req, res)) {
+      refused++
+      writeRefusal(req, res, shutdown.refusal(req))
+      return
+    }
+    arrivals.at(-1)?.resolve({ req, res })
+    arrivals.push(deferred())
+  })
+  shutdown.attach(server)
+  const port = await listen(server)
+  cleanups.push(() => closeServer(server))
+  let taken = 0
+  return {
+    shutdown,
+    port,
+    refused: () => refused,
+    /** The next request to reach the handler, in arrival order. */
+    next: () => within(2_000, (arrivals[taken++] as Deferred<Admitted>).promise, 'a request to arrive'),
+  }
+}
+
+const answer = (res: http.ServerResponse, body = 'ok') =>
+  res.writeHead(200, { 'content-length': String(body.length) }).end(body)
+
+describe('admit(): the adapters’ gate', () => {
+  it('counts a request until its response has closed, with nothing for the caller to release', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/a'))
+    const { res } = await next()
+    expect(shutdown.inFlight).toBe(1)
+    const closed = nextEvent(res, 'close')
+    answer(res)
+    await within(2_000, closed, 'the response to close')
+    expect(shutdown.inFlight).toBe(0)
+    // The same keep-alive connection serves the next one, counted again.
+    raw.write(rawRequest('GET', '/b'))
+    const second = await next()
+    expect(shutdown.inFlight).toBe(1)
+    answer(second.res)
+    await until(() => shutdown.inFlight === 0, 2_000, 'the second request to be released')
+    expect((await raw.waitFor(/ok[\s\S]*ok$/)).match(/HTTP\/1\.1 200/g)).toHaveLength(2)
+  })
+
+  it('releases a request whose client aborted, and the drain then completes gracefully', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/abandoned'))
+    const { res } = await next()
+    expect(shutdown.inFlight).toBe(1)
+    const closed = nextEvent(res, 'close')
+    raw.socket.destroy()
+    await within(2_000, closed, 'the aborted response to close')
+    expect(shutdown.inFlight).toBe(0)
+    const report = await within(2_000, shutdown.close('test'), 'the drain')
+    expect(report.graceful).toBe(true)
+  })
+
+  it('refuses what enter() refuses: a late request under lateRequests refuse, counted as refused', async () => {
+    const { shutdown, port, next, refused } = await start({ lateRequests: 'refuse' })
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/held'))
+    const held = await next()
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    const late = await rawConnect(port).catch((error: NodeJS.ErrnoException) => error)
+    // The listener is closed: a new connection is refused by the kernel, not by the gate.
+    expect((late as NodeJS.ErrnoException).code).toBe('ECONNREFUSED')
+    answer(held.res)
+    const done = await within(2_000, report, 'the drain')
+    expect(done.requests).toEqual({ completed: 1, refused: 0, forced: 0 })
+    expect(refused()).toBe(0)
+    void raw.socket.destroy()
+  })
+
+  it('drops and releases requests pipelined behind the last response, each counted once', async () => {
+    const { shutdown, port, next, refused } = await start()
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/first'))
+    const first = await next()
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    // Arrives behind a response already marked as this connection's last: refused, never admitted.
+    raw.write(rawRequest('GET', '/behind'))
+    await until(() => refused() === 1, 2_000, 'the pipelined request to be refused')
+    expect(shutdown.inFlight).toBe(1)
+    answer(first.res)
+    const { data } = await within(2_000, raw.closed, 'the connection to close after its last response')
+    expect(data).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+    expect(data).toMatch(/connection: close/i)
+    const done = await within(2_000, report, 'the drain')
+    expect(done.graceful).toBe(true)
+    expect(done.requests.completed).toBe(1)
+  })
+})
+
+describe('hold(): counted past the response', () => {
+  it('keeps an admitted request counted until both its response closed and the hold was released', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/work'))
+    const { req, res } = await next()
+    const release = shutdown.hold(req, res)
+    const report = shutdown.close('test')
+    answer(res)
+    await within(2_000, nextEvent(res, 'close'), 'the response to close')
+    // The handler's work outlives its response: the drain waits for it.
+    expect(shutdown.inFlight).toBe(1)
+    expect(shutdown.state).toBe('stopping')
+    release()
+    release() // idempotent
+    expect(shutdown.inFlight).toBe(0)
+    const done = await within(2_000, report, 'the drain')
+    expect(done.requests).toEqual({ completed: 1, refused: 0, forced: 0 })
+  })
+
+  it('holds across a client abort until released (a handler still running)', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/abort-me'))
+    const { req, res } = await next()
+    const holds: Release[] = [shutdown.hold(req, res), shutdown.hold(req, res)]
+    const closed = nextEvent(res, 'close')
+    raw.socket.destroy()
+    await within(2_000, closed, 'the aborted response to close')
+    expect(shutdown.inFlight).toBe(1)
+    holds[0]?.()
+    expect(shutdown.inFlight).toBe(1)
+    holds[1]?.()
+    expect(shutdown.inFlight).toBe(0)
+  })
+
+  it('is a no-op for a request that was never admitted or is already released', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/probe'))
+    const probe = await next()
+    shutdown.hold(probe.req, probe.res)()
+    expect(shutdown.inFlight).toBe(0)
+    answer(probe.res)
+    raw.write(rawRequest('GET', '/done'))
+    const done = await next()
+    answer(done.res)
+    await within(2_000, nextEvent(done.res, 'close'), 'the response to close')
+    expect(shutdown.inFlight).toBe(0)
+    const late = shutdown.hold(done.req, done.res)
+    expect(shutdown.inFlight).toBe(0)
+    late()
+    expect(shutdown.inFlight).toBe(0)
+  })
+
+  it('works on HTTP/2 streams, which the connection bookkeeping does not watch', async () => {
+    const shutdown: Shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+    const arrived = deferred<{ req: http2.Http2ServerRequest; res: http2.Http2ServerResponse }>()
+    const server = http2.createServer((req, res) => {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+      arrived.resolve({ req, res })
+    })
+    shutdown.attach(server)
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+    cleanups.push(() => void client.destroy())
+    const stream = client.request({ ':path': '/h2' })
+    stream.resume()
+    const ended = nextEvent(stream, 'end')
+    const { req, res } = await within(2_000, arrived.promise, 'the stream to arrive')
+    const release = shutdown.hold(req, res)
+    expect(shutdown.inFlight).toBe(1)
+    const closed = nextEvent(res, 'close')
+    res.writeHead(200).end('ok')
+    await within(2_000, ended, 'the stream to end')
+    await within(2_000, closed, 'the response to close')
+    expect(shutdown.inFlight).toBe(1)
+    release()
+    expect(shutdown.inFlight).toBe(0)
+    const report = await within(2_000, shutdown.close('test'), 'the drain')
+    expect(report.graceful).toBe(true)
+  })
+})
