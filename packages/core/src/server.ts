@@ -149,14 +149,17 @@ export function createServerTracker(options: {
   // Runs on every request (twice when an adapter enters it too): one Map lookup and one listener, no
   // weak collections — this is the per-request cost the bench measures.
   function observe(req: AnyRequest, res: AnyResponse): void {
-    lastRequestAt = clock.now()
     // HTTP/2 streams need no bookkeeping: GOAWAY at stopping ends each session after its streams.
-    if (req.httpVersionMajor >= 2) return
+    if (req.httpVersionMajor >= 2) {
+      lastRequestAt = clock.now()
+      return
+    }
     const response = res as ServerResponse
     const socket = (req as IncomingMessage).socket
     const connection = connections.get(socket) ?? track(socket)
     // Seen already, or over before it was seen: nothing to wait for.
     if (connection.pending.has(response) || response.closed) return
+    lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()
       connection.dropped.add(req)
