@@ -42,6 +42,9 @@ function groups(available, quick, frameworks) {
   for (const fw of ['express', 'koa', 'fastify']) {
     const lameduck = available[fw]
     const arms = [{ id: 'bare', label: 'bare', lib: 'none', health: false }]
+    // The floor: the framework's extension points graceful() uses, mounted and doing nothing. What a
+    // middleware costs before it does any work, so no CPU/request target can go below it.
+    if (!quick) arms.push({ id: 'noop', label: 'empty middleware', lib: 'none', noop: true, health: false })
     // --quick only keeps this code working: the health arm and the other libraries (whose wiring
     // runs in the shutdown section) are left out, and connection-per-request runs on Express only.
     if (lameduck) {
@@ -82,6 +85,7 @@ async function measureRound(plan, group) {
           lib: arm.lib,
           timeoutMs: 10_000,
           health: arm.health,
+          noop: arm.noop === true,
           maxLifeMs: 120_000,
         }),
       ),
@@ -196,6 +200,12 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
         `${runs.filter((run) => run.clientCpu >= SATURATED).length}/${runs.length}`,
         String(pick('problems').reduce((a, b) => a + b, 0)),
       ])
+      if (arm.id === 'noop') {
+        summary.push(
+          `${group.fw} ${group.mode === 'close' ? 'new connection per request' : 'keep-alive'}, empty middleware ` +
+            `(the floor of any middleware): CPU/request ${median(cpuRatios).toFixed(3)}× bare`,
+        )
+      }
       if (arm.lib === 'lameduck') {
         const value = median(cpuRatios)
         summary.push(
@@ -216,7 +226,10 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
       '(A B C, C B A, …), so drifting machine load hits every arm alike. ' +
       `Load: ${loadArguments(plan, 'keep-alive')}; the "new per request" rows add \`Connection: close\` to every ` +
       'request, so each one opens a connection; "health: true" serves the probes but the load still goes to `/`, so it ' +
-      'shows what having them on costs every other request. Server CPU: utime+stime from `/proc/<pid>/stat`, read ' +
+      'shows what having them on costs every other request; "empty middleware" mounts the extension points ' +
+      'graceful() uses, doing nothing (Express: `app.use((req, res, next) => next())`; Koa: ' +
+      '`app.use((ctx, next) => next())`; Fastify: an `onRequest` hook calling `done()` and an `onRoute` hook ' +
+      'wrapping each handler in a pass-through function): the floor under any middleware. Server CPU: utime+stime from `/proc/<pid>/stat`, read ' +
       "before the server's first slice and after its last (it is idle while the others are loaded); " +
       'CPU/request = that / 2xx responses. Ratios are the median of per-round ratios ' +
       '(each run against the bare run of the same round). "client-bound runs": runs where the load generator ' +

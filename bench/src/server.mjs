@@ -1,5 +1,5 @@
 // One benchmark server, run as a child process: `node --expose-gc server.mjs '<json config>'`.
-// Config: { fw: 'express'|'koa'|'fastify', lib: a key of LIBRARIES, timeoutMs, health, maxLifeMs, probe }.
+// Config: { fw: 'express'|'koa'|'fastify', lib: a key of LIBRARIES, timeoutMs, health, noop (the empty-middleware arm), maxLifeMs, probe }.
 // Prints `ready <port>`; `held <n>` once n /hold requests are in their handlers; on SIGUSR2 prints
 // `mem <json>` after two GCs and, if requests are held, releases them 500 ms later.
 import { performance } from 'node:perf_hooks'
@@ -8,7 +8,7 @@ import { ADAPTERS } from './libraries.mjs'
 import { pattern } from './pattern.mjs'
 
 const config = JSON.parse(process.argv[2] ?? '{}')
-const { fw, lib, timeoutMs, health = false, maxLifeMs = 120_000, probe = false } = config
+const { fw, lib, timeoutMs, health = false, noop = false, maxLifeMs = 120_000, probe = false } = config
 
 // Bounded even if the bench is SIGKILLed: unref'd, so it never keeps the process alive itself.
 setTimeout(() => {
@@ -113,6 +113,7 @@ async function expressServer() {
     middleware = graceful(lameduckOptions())
     app.use(middleware)
   }
+  if (noop) app.use((_req, _res, next) => next())
   app.get('/', (_req, res) => {
     res.send(HELLO)
   })
@@ -141,6 +142,7 @@ async function koaServer() {
     middleware = graceful(lameduckOptions())
     app.use(middleware)
   }
+  if (noop) app.use((_ctx, next) => next())
   app.use(async (ctx) => {
     switch (ctx.path) {
       case '/':
@@ -176,6 +178,15 @@ async function fastifyServer() {
   if (lib === 'lameduck') {
     const { graceful } = await import(ADAPTERS.fastify)
     await app.register(graceful, lameduckOptions())
+  }
+  if (noop) {
+    app.addHook('onRoute', (route) => {
+      const handler = route.handler
+      route.handler = function passThrough(request, reply) {
+        return handler.call(this, request, reply)
+      }
+    })
+    app.addHook('onRequest', (_request, _reply, done) => done())
   }
   app.get('/', async () => HELLO)
   app.get('/slow', async (req, reply) => {
