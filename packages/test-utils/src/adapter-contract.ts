@@ -38,4 +38,7 @@ export interface AdapterApp {
  * always sets `signals: false` and `logger: false` unless a test says otherwise. When
  * `attach` is false, the app must NOT call `shutdown.attach(server)` (tests server discovery).
  */
-export type CreateAdapterApp = (options: AdapterOptions, settings?: { attach?: boolean }) => Promise<AdapterApp>
+export type CreateAdapterApp = (
+  options: AdapterOptions,
+  settings?: { attach?: boolean },
+) => Promise<AdapterApp>

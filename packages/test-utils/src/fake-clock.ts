@@ -45,7 +45,11 @@ export function createFakeClock(start = 0): FakeClock {
       for (;;) {
         let due: Timer | undefined
         for (const timer of timers.values()) {
-          if (timer.at <= target && (due === undefined || timer.at < due.at || (timer.at === due.at && timer.id < due.id))) due = timer
+          if (
+            timer.at <= target &&
+            (due === undefined || timer.at < due.at || (timer.at === due.at && timer.id < due.id))
+          )
+            due = timer
         }
         if (due === undefined) break
         timers.delete(due.id)

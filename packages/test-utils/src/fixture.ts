@@ -21,8 +21,16 @@ const running = new Set<ChildProcess>()
  * Forks `script` (an .mjs or .cjs file importing the built `dist/`), waits for it to print
  * `ready <port>`, and returns it. The child is tracked so {@link stopFixtures} can end it by PID.
  */
-export async function startFixture(script: string, args: string[] = [], env: Record<string, string> = {}, readyMs = 10_000): Promise<Fixture> {
-  const child = fork(script, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, ...env } })
+export async function startFixture(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  readyMs = 10_000,
+): Promise<Fixture> {
+  const child = fork(script, args, {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: { ...process.env, ...env },
+  })
   running.add(child)
   let output = ''
   const waiters = new Set<() => void>()
@@ -32,19 +40,23 @@ export async function startFixture(script: string, args: string[] = [], env: Rec
   }
   child.stdout?.on('data', collect)
   child.stderr?.on('data', collect)
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => {
-    child.once('exit', (code, signal) => {
-      running.delete(child)
-      for (const waiter of waiters) waiter()
-      resolve({ code, signal, at: Date.now() })
-    })
-  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>(
+    (resolve) => {
+      child.once('exit', (code, signal) => {
+        running.delete(child)
+        for (const waiter of waiters) waiter()
+        resolve({ code, signal, at: Date.now() })
+      })
+    },
+  )
   const waitForLine = (pattern: RegExp | string, ms = 5_000) =>
     within(
       ms,
       new Promise<string>((resolve, reject) => {
         const check = () => {
-          const line = output.split('\n').find((l) => (typeof pattern === 'string' ? l.includes(pattern) : pattern.test(l)))
+          const line = output
+            .split('\n')
+            .find((l) => (typeof pattern === 'string' ? l.includes(pattern) : pattern.test(l)))
           if (line !== undefined) {
             waiters.delete(check)
             resolve(line)

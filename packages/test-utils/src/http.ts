@@ -1,6 +1,6 @@
 import http, { type IncomingHttpHeaders } from 'node:http'
-import net from 'node:net'
 import type { AddressInfo } from 'node:net'
+import net from 'node:net'
 
 /** Listens on 127.0.0.1, port 0; resolves with the port. */
 export function listen(server: net.Server): Promise<number> {
@@ -137,7 +137,11 @@ export async function rawConnect(port: number): Promise<RawConnection> {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           waiters.delete(check)
-          reject(new Error(`timed out after ${ms} ms waiting for ${String(text)}; received: ${JSON.stringify(data)}`))
+          reject(
+            new Error(
+              `timed out after ${ms} ms waiting for ${String(text)}; received: ${JSON.stringify(data)}`,
+            ),
+          )
         }, ms)
         const check = () => {
           if (matches()) {
@@ -179,14 +183,29 @@ export function parseResponses(data: string): RawResponse[] {
       headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
     }
     const length = Number(headers['content-length'] ?? 0)
-    responses.push({ status: Number(statusLine.split(' ')[1]), headers, body: rest.slice(end + 4, end + 4 + length) })
+    responses.push({
+      status: Number(statusLine.split(' ')[1]),
+      headers,
+      body: rest.slice(end + 4, end + 4 + length),
+    })
     rest = rest.slice(end + 4 + length)
   }
   return responses
 }
 
 /** A hand-written HTTP/1.1 request. */
-export function rawRequest(method: string, path: string, headers: Record<string, string> = {}, body = ''): string {
-  const all = { host: 'localhost', ...(body ? { 'content-length': String(Buffer.byteLength(body)) } : {}), ...headers }
-  return `${method} ${path} HTTP/1.1\r\n${Object.entries(all).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`
+export function rawRequest(
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body = '',
+): string {
+  const all = {
+    host: 'localhost',
+    ...(body ? { 'content-length': String(Buffer.byteLength(body)) } : {}),
+    ...headers,
+  }
+  return `${method} ${path} HTTP/1.1\r\n${Object.entries(all)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('')}\r\n${body}`
 }

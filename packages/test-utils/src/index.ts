@@ -1,20 +1,4 @@
-export { type Fixture, startFixture, stopFixtures } from './fixture.js'
-export {
-  closeServer,
-  keepAliveAgent,
-  listen,
-  parseResponses,
-  type RawConnection,
-  type RawResponse,
-  rawConnect,
-  rawRequest,
-  type RequestOptions,
-  request,
-  type Response,
-} from './http.js'
-export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
 export type { AdapterApp, CreateAdapterApp } from './adapter-contract.js'
-export { createFakeClock, type FakeClock } from './fake-clock.js'
 export {
   type AdapterCapabilities,
   connectOutcome,
@@ -26,5 +10,21 @@ export {
   SUITE_OPTIONS,
   type WireResponse,
 } from './adapter-suite.js'
-export { tlsCredentials } from './tls.js'
 export { smokeTestExample } from './example-smoke.js'
+export { createFakeClock, type FakeClock } from './fake-clock.js'
+export { type Fixture, startFixture, stopFixtures } from './fixture.js'
+export {
+  closeServer,
+  keepAliveAgent,
+  listen,
+  parseResponses,
+  type RawConnection,
+  type RawResponse,
+  type RequestOptions,
+  type Response,
+  rawConnect,
+  rawRequest,
+  request,
+} from './http.js'
+export { tlsCredentials } from './tls.js'
+export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
