@@ -39,6 +39,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   const given = options ?? {}
   const { shutdown, health } = resolveAdapterOptions(
     given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given,
+    '@lameduck/fastify',
   )
   shutdown.attach(app.server)
 
@@ -131,7 +132,8 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
  * Register it before your routes and other hooks: handlers of routes registered earlier are only
  * counted until their response closes.
  *
- * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` at register time.
+ * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` at register time, the
+ * message starting with `@lameduck/fastify:`.
  */
 export const graceful: FastifyPluginAsync<GracefulOptions, RawServerBase> = fp(gracefulPlugin, {
   name: '@lameduck/fastify',

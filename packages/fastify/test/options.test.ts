@@ -20,7 +20,7 @@ function collectingLogger(lines: Array<Record<string, unknown>>) {
 }
 
 describe('options, checked when the plugin is registered', () => {
-  it('rejects register() with the core’s TypeError for an unknown option', async () => {
+  it('rejects register() with the core’s TypeError for an unknown option, naming @lameduck/fastify', async () => {
     const app = Fastify()
     const error = await app.register(graceful, { timeout: 10_000 } as never).then(
       () => undefined,
@@ -29,7 +29,7 @@ describe('options, checked when the plugin is registered', () => {
     expect(error).toBeInstanceOf(TypeError)
     expect(error).toMatchObject({
       code: 'ERR_LAMEDUCK_INVALID_OPTION',
-      message: '@lameduck/core: unknown option "timeout"; did you mean "timeoutMs"?',
+      message: '@lameduck/fastify: unknown option "timeout"; did you mean "timeoutMs"?',
     })
     await app.close()
   })
