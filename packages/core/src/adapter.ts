@@ -1,4 +1,10 @@
-import { invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
+import {
+  CORE_PACKAGE,
+  invalidArgument,
+  invalidOptionRange,
+  invalidOptionType,
+  unknownOption,
+} from './errors.js'
 import { resolveOptions, SHUTDOWN_OPTION_NAMES, type ShutdownOptions } from './options.js'
 import { createShutdownFrom, isShutdown, type Shutdown } from './shutdown.js'
 
@@ -28,20 +34,37 @@ export interface RawAnswer {
 
 /**
  * Validates adapter options at creation time and returns the Shutdown to use and the health paths.
- * Shared by every adapter so the rules (and messages) are the same everywhere.
+ * Shared by every adapter so the rules (and messages) are the same everywhere. `adapter` is the
+ * package the user called, named at the start of every message (`@lameduck/express: option
+ * "timeoutMs" must be …`); default `@lameduck/core`. Errors thrown later by the Shutdown's own
+ * methods name `@lameduck/core`.
+ * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'`; a TypeError with
+ * `code: 'ERR_LAMEDUCK_INVALID_ARGUMENT'` when `adapter` is not a non-empty string.
  */
-export function resolveAdapterOptions(options: AdapterOptions | undefined): {
+export function resolveAdapterOptions(
+  options: AdapterOptions | undefined,
+  adapter: string = CORE_PACKAGE,
+): {
   shutdown: Shutdown
   health: HealthPaths | undefined
 } {
+  if (typeof adapter !== 'string' || adapter === '') {
+    throw invalidArgument(
+      'resolveAdapterOptions',
+      'adapter',
+      'a package name such as "@lameduck/express"',
+      adapter,
+    )
+  }
   if (options === undefined) options = {}
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw invalidOptionType('options', 'an object', options)
+    throw invalidOptionType('options', 'an object', options, adapter)
   }
   const { shutdown: given, health, ...core } = options
-  const health_ = resolveHealth(health)
+  const health_ = resolveHealth(health, adapter)
   if (given !== undefined) {
-    if (!isShutdown(given)) throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given)
+    if (!isShutdown(given))
+      throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given, adapter)
     // A key present but undefined means "not set", as everywhere else (`??` defaults).
     const extra = Object.keys(core).find(
       (key) =>
@@ -53,31 +76,33 @@ export function resolveAdapterOptions(options: AdapterOptions | undefined): {
         extra,
         'set on the given "shutdown" (createShutdown) rather than beside it',
         core[extra as keyof typeof core],
+        adapter,
       )
     }
   }
   // Unknown keys are reported against the full list, adapter keys included.
-  const resolved = resolveOptions(core, ['shutdown', 'health'])
+  const resolved = resolveOptions(core, ['shutdown', 'health'], adapter)
   return { shutdown: given ?? createShutdownFrom(resolved), health: health_ }
 }
 
-function resolveHealth(value: unknown): HealthPaths | undefined {
+function resolveHealth(value: unknown, source: string): HealthPaths | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true) return { readyPath: '/readyz', livePath: '/livez' }
   const expected = 'true, false or an object { readyPath?, livePath? }'
   if (value === null || typeof value !== 'object' || Array.isArray(value))
-    throw invalidOptionType('health', expected, value)
+    throw invalidOptionType('health', expected, value, source)
   const paths = value as Record<string, unknown>
   for (const key of Object.keys(paths)) {
     if (key !== 'readyPath' && key !== 'livePath')
-      throw unknownOption(`health.${key}`, ['health.readyPath', 'health.livePath'])
+      throw unknownOption(`health.${key}`, ['health.readyPath', 'health.livePath'], source)
   }
   const path = (name: 'readyPath' | 'livePath', fallback: string): string => {
     const given = paths[name]
     if (given === undefined) return fallback
     if (typeof given !== 'string')
-      throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given)
-    if (!given.startsWith('/')) throw invalidOptionRange(`health.${name}`, 'a path starting with "/"', given)
+      throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given, source)
+    if (!given.startsWith('/'))
+      throw invalidOptionRange(`health.${name}`, 'a path starting with "/"', given, source)
     return given
   }
   const resolved = { readyPath: path('readyPath', '/readyz'), livePath: path('livePath', '/livez') }
@@ -86,6 +111,7 @@ function resolveHealth(value: unknown): HealthPaths | undefined {
       'health.livePath',
       `a path other than readyPath ("${resolved.readyPath}")`,
       resolved.livePath,
+      source,
     )
   }
   return resolved

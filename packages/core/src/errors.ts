@@ -10,34 +10,52 @@ export type LameduckErrorCode =
 /** The kind of every error `@lameduck/*` throws: a built-in `TypeError` or `RangeError` with a `code`. */
 export type LameduckError = (TypeError | RangeError | Error) & { code: LameduckErrorCode }
 
-const PREFIX = '@lameduck/core'
+/**
+ * The package named at the start of a message: `@lameduck/core` for the core's own errors, the
+ * adapter the user called (`@lameduck/express`, …) for that adapter's option errors.
+ */
+export const CORE_PACKAGE = '@lameduck/core'
 
 function withCode<E extends Error>(error: E, code: LameduckErrorCode): E & { code: LameduckErrorCode } {
   return Object.assign(error, { code })
 }
 
-/** A value of the wrong kind: `TypeError` with `ERR_LAMEDUCK_INVALID_OPTION`. */
-export function invalidOptionType(name: string, expected: string, received: unknown): LameduckError {
+/** A value of the wrong kind: `TypeError` with `ERR_LAMEDUCK_INVALID_OPTION`, from `source`. */
+export function invalidOptionType(
+  name: string,
+  expected: string,
+  received: unknown,
+  source: string = CORE_PACKAGE,
+): LameduckError {
   return withCode(
-    new TypeError(`${PREFIX}: option "${name}" must be ${expected}; received ${describe(received)}.`),
+    new TypeError(`${source}: option "${name}" must be ${expected}; received ${describe(received)}.`),
     'ERR_LAMEDUCK_INVALID_OPTION',
   )
 }
 
-/** A value of the right kind out of range: `RangeError` with `ERR_LAMEDUCK_INVALID_OPTION`. */
-export function invalidOptionRange(name: string, expected: string, received: unknown): LameduckError {
+/** A value of the right kind out of range: `RangeError` with `ERR_LAMEDUCK_INVALID_OPTION`, from `source`. */
+export function invalidOptionRange(
+  name: string,
+  expected: string,
+  received: unknown,
+  source: string = CORE_PACKAGE,
+): LameduckError {
   return withCode(
-    new RangeError(`${PREFIX}: option "${name}" must be ${expected}; received ${describe(received)}.`),
+    new RangeError(`${source}: option "${name}" must be ${expected}; received ${describe(received)}.`),
     'ERR_LAMEDUCK_INVALID_OPTION',
   )
 }
 
-/** An option name nobody reads, usually a typo. */
-export function unknownOption(name: string, known: readonly string[]): LameduckError {
+/** An option name nobody reads, usually a typo, from `source`. */
+export function unknownOption(
+  name: string,
+  known: readonly string[],
+  source: string = CORE_PACKAGE,
+): LameduckError {
   const guess = closest(name, known)
   const hint = guess === undefined ? `known options: ${known.join(', ')}` : `did you mean "${guess}"?`
   return withCode(
-    new TypeError(`${PREFIX}: unknown option "${name}"; ${hint}`),
+    new TypeError(`${source}: unknown option "${name}"; ${hint}`),
     'ERR_LAMEDUCK_INVALID_OPTION',
   )
 }
@@ -51,7 +69,7 @@ export function invalidArgument(
 ): LameduckError {
   return withCode(
     new TypeError(
-      `${PREFIX}: ${method}() argument "${name}" must be ${expected}; received ${describe(received)}.`,
+      `${CORE_PACKAGE}: ${method}() argument "${name}" must be ${expected}; received ${describe(received)}.`,
     ),
     'ERR_LAMEDUCK_INVALID_ARGUMENT',
   )
@@ -60,7 +78,7 @@ export function invalidArgument(
 /** A registration after the phase it belongs to has begun. */
 export function closedError(method: string, state: string): LameduckError {
   return withCode(
-    new Error(`${PREFIX}: ${method}() cannot be called once the shutdown is ${state}.`),
+    new Error(`${CORE_PACKAGE}: ${method}() cannot be called once the shutdown is ${state}.`),
     'ERR_LAMEDUCK_CLOSED',
   )
 }

@@ -1,5 +1,5 @@
 import { constants } from 'node:os'
-import { invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
+import { CORE_PACKAGE, invalidOptionRange, invalidOptionType, unknownOption } from './errors.js'
 import { consoleLogger, type Logger, silentLogger } from './logger.js'
 
 /** What to do with a request arriving on an open connection once stopping has begun. */
@@ -90,72 +90,83 @@ const realClock: Clock = {
 const CATCHABLE = Object.keys(constants.signals).filter((name) => name !== 'SIGKILL' && name !== 'SIGSTOP')
 
 /**
- * Checks every option once and applies the defaults — the only copy of them.
+ * Checks every option once and applies the defaults — the only copy of them. `extraKeys` are the
+ * names an adapter accepts beside the core options; `source` is the package named at the start of
+ * each message: `@lameduck/core` (default), or the adapter the user called.
  * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'`.
  */
 export function resolveOptions(
   options: ShutdownOptions = {},
   extraKeys: readonly string[] = [],
+  source: string = CORE_PACKAGE,
 ): ResolvedOptions {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw invalidOptionType('options', 'an object', options)
+    throw invalidOptionType('options', 'an object', options, source)
   }
   const known: readonly string[] = [...SHUTDOWN_OPTION_NAMES, ...extraKeys]
   for (const key of Object.keys(options)) {
-    if (!known.includes(key)) throw unknownOption(key, known)
+    if (!known.includes(key)) throw unknownOption(key, known, source)
   }
-  const timeoutMs = milliseconds('timeoutMs', options.timeoutMs, 20_000)
-  const drainDelayMs = milliseconds('drainDelayMs', options.drainDelayMs, 0)
+  const timeoutMs = milliseconds('timeoutMs', options.timeoutMs, 20_000, source)
+  const drainDelayMs = milliseconds('drainDelayMs', options.drainDelayMs, 0, source)
   if (drainDelayMs > 0 && drainDelayMs >= timeoutMs) {
     throw invalidOptionRange(
       'drainDelayMs',
       `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`,
       drainDelayMs,
+      source,
     )
   }
   const exitCodes = options.exitCodes === undefined ? {} : options.exitCodes
   if (exitCodes === null || typeof exitCodes !== 'object' || Array.isArray(exitCodes)) {
-    throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes)
+    throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes, source)
   }
   for (const key of Object.keys(exitCodes)) {
     if (key !== 'graceful' && key !== 'failed')
-      throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'])
+      throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'], source)
   }
   return {
     timeoutMs,
     drainDelayMs,
-    hookTimeoutMs: milliseconds('hookTimeoutMs', options.hookTimeoutMs, 5_000),
-    forcedHookTimeoutMs: milliseconds('forcedHookTimeoutMs', options.forcedHookTimeoutMs, 1_000),
-    idleGraceMs: milliseconds('idleGraceMs', options.idleGraceMs, 50),
-    lateRequests: oneOf('lateRequests', options.lateRequests, ['serve', 'refuse'] as const, 'serve'),
-    signals: signalList(options.signals),
-    exit: exitOption(options.exit),
+    hookTimeoutMs: milliseconds('hookTimeoutMs', options.hookTimeoutMs, 5_000, source),
+    forcedHookTimeoutMs: milliseconds('forcedHookTimeoutMs', options.forcedHookTimeoutMs, 1_000, source),
+    idleGraceMs: milliseconds('idleGraceMs', options.idleGraceMs, 50, source),
+    lateRequests: oneOf('lateRequests', options.lateRequests, ['serve', 'refuse'] as const, 'serve', source),
+    signals: signalList(options.signals, source),
+    exit: exitOption(options.exit, source),
     exitCodes: {
-      graceful: exitCode('exitCodes.graceful', exitCodes.graceful, 0),
-      failed: exitCode('exitCodes.failed', exitCodes.failed, 1),
+      graceful: exitCode('exitCodes.graceful', exitCodes.graceful, 0, source),
+      failed: exitCode('exitCodes.failed', exitCodes.failed, 1, source),
     },
-    exitWatchdogMs: milliseconds('exitWatchdogMs', options.exitWatchdogMs, 1_000),
+    exitWatchdogMs: milliseconds('exitWatchdogMs', options.exitWatchdogMs, 1_000, source),
     retryAfterSeconds: integer(
       'retryAfterSeconds',
       options.retryAfterSeconds,
       5,
-      0,
-      86_400,
-      'a whole number of seconds from 0 to 86400',
+      { min: 0, max: 86_400, expected: 'a whole number of seconds from 0 to 86400' },
+      source,
     ),
-    progressIntervalMs: milliseconds('progressIntervalMs', options.progressIntervalMs, 1_000),
-    logger: loggerOption(options.logger),
-    clock: clockOption(options.clock),
+    progressIntervalMs: milliseconds('progressIntervalMs', options.progressIntervalMs, 1_000, source),
+    logger: loggerOption(options.logger, source),
+    clock: clockOption(options.clock, source),
   }
 }
 
-/** A duration option: a finite number of milliseconds >= 0 (at most 2^31 - 1, what a Node timer holds). */
-export function milliseconds(name: string, value: unknown, fallback: number): number {
+/**
+ * A duration option: a finite number of milliseconds >= 0 (at most 2^31 - 1, what a Node timer
+ * holds), `fallback` when undefined; errors name `source` (default `@lameduck/core`).
+ */
+export function milliseconds(
+  name: string,
+  value: unknown,
+  fallback: number,
+  source: string = CORE_PACKAGE,
+): number {
   if (value === undefined) return fallback
   const expected = 'a finite number of milliseconds >= 0'
-  if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
+  if (typeof value !== 'number') throw invalidOptionType(name, expected, value, source)
   if (!Number.isFinite(value) || value < 0 || value > 2_147_483_647)
-    throw invalidOptionRange(name, expected, value)
+    throw invalidOptionRange(name, expected, value, source)
   return value
 }
 
@@ -163,71 +174,94 @@ function integer(
   name: string,
   value: unknown,
   fallback: number,
-  min: number,
-  max: number,
-  expected: string,
+  range: { min: number; max: number; expected: string },
+  source: string,
 ): number {
   if (value === undefined) return fallback
-  if (typeof value !== 'number') throw invalidOptionType(name, expected, value)
-  if (!Number.isInteger(value) || value < min || value > max) throw invalidOptionRange(name, expected, value)
+  const { min, max, expected } = range
+  if (typeof value !== 'number') throw invalidOptionType(name, expected, value, source)
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw invalidOptionRange(name, expected, value, source)
   return value
 }
 
-function exitCode(name: string, value: unknown, fallback: number): number {
-  return integer(name, value, fallback, 0, 255, 'a whole number from 0 to 255')
+function exitCode(name: string, value: unknown, fallback: number, source: string): number {
+  return integer(
+    name,
+    value,
+    fallback,
+    { min: 0, max: 255, expected: 'a whole number from 0 to 255' },
+    source,
+  )
 }
 
-function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
+function oneOf<T extends string>(
+  name: string,
+  value: unknown,
+  allowed: readonly T[],
+  fallback: T,
+  source: string,
+): T {
   if (value === undefined) return fallback
   if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T
   const expected = `one of ${allowed.map((v) => `"${v}"`).join(', ')}`
   throw typeof value === 'string'
-    ? invalidOptionRange(name, expected, value)
-    : invalidOptionType(name, expected, value)
+    ? invalidOptionRange(name, expected, value, source)
+    : invalidOptionType(name, expected, value, source)
 }
 
-function signalList(value: unknown): readonly NodeJS.Signals[] {
+function signalList(value: unknown, source: string): readonly NodeJS.Signals[] {
   if (value === undefined) return ['SIGTERM', 'SIGINT']
   if (value === false) return []
   const expected = 'an array of signal names such as ["SIGTERM", "SIGINT"], or false'
-  if (!Array.isArray(value)) throw invalidOptionType('signals', expected, value)
+  if (!Array.isArray(value)) throw invalidOptionType('signals', expected, value, source)
   for (const signal of value) {
-    if (typeof signal !== 'string') throw invalidOptionType('signals', expected, signal)
+    if (typeof signal !== 'string') throw invalidOptionType('signals', expected, signal, source)
     if (!CATCHABLE.includes(signal)) {
-      throw invalidOptionRange('signals', 'signal names a process can catch (not SIGKILL or SIGSTOP)', signal)
+      throw invalidOptionRange(
+        'signals',
+        'signal names a process can catch (not SIGKILL or SIGSTOP)',
+        signal,
+        source,
+      )
     }
   }
   return [...new Set(value as NodeJS.Signals[])]
 }
 
-function exitOption(value: unknown): boolean | ((code: number) => void) {
+function exitOption(value: unknown, source: string): boolean | ((code: number) => void) {
   if (value === undefined) return true
   if (typeof value === 'boolean' || typeof value === 'function')
     return value as boolean | ((code: number) => void)
-  throw invalidOptionType('exit', 'a boolean or a function (code) => void', value)
+  throw invalidOptionType('exit', 'a boolean or a function (code) => void', value, source)
 }
 
-function loggerOption(value: unknown): Logger {
+/** An object whose `methods` are all functions; the message names the first one that is not. */
+function withMethods<T>(
+  name: string,
+  value: unknown,
+  methods: readonly string[],
+  expected: string,
+  source: string,
+): T {
+  if (value === null || typeof value !== 'object') throw invalidOptionType(name, expected, value, source)
+  for (const method of methods) {
+    const member = (value as Record<string, unknown>)[method]
+    if (typeof member !== 'function')
+      throw invalidOptionType(`${name}.${method}`, 'a function', member, source)
+  }
+  return value as T
+}
+
+function loggerOption(value: unknown, source: string): Logger {
   if (value === undefined) return consoleLogger
   if (value === false) return silentLogger
   const expected = 'an object with info, warn and error methods (pino, console), or false'
-  if (value === null || typeof value !== 'object') throw invalidOptionType('logger', expected, value)
-  for (const method of ['info', 'warn', 'error'] as const) {
-    if (typeof (value as Record<string, unknown>)[method] !== 'function') {
-      throw invalidOptionType(`logger.${method}`, 'a function', (value as Record<string, unknown>)[method])
-    }
-  }
-  return value as Logger
+  return withMethods<Logger>('logger', value, ['info', 'warn', 'error'], expected, source)
 }
 
-function clockOption(value: unknown): Clock {
+function clockOption(value: unknown, source: string): Clock {
   if (value === undefined) return realClock
   const expected = 'an object with now, setTimeout and clearTimeout functions'
-  if (value === null || typeof value !== 'object') throw invalidOptionType('clock', expected, value)
-  for (const method of ['now', 'setTimeout', 'clearTimeout'] as const) {
-    if (typeof (value as Record<string, unknown>)[method] !== 'function') {
-      throw invalidOptionType(`clock.${method}`, 'a function', (value as Record<string, unknown>)[method])
-    }
-  }
-  return value as Clock
+  return withMethods<Clock>('clock', value, ['now', 'setTimeout', 'clearTimeout'], expected, source)
 }

@@ -520,6 +520,44 @@ describe('resolveAdapterOptions() (every adapter) rejects bad options the same w
   made.push(existing)
   table(adapterRows(existing), (options) => resolveAdapterOptions(options as never))
 
+  describe('naming the adapter the user called, every row and every core option', () => {
+    const NAMED = '@lameduck/express: '
+    // The same text after the package name; the list of known options gains the adapter's two.
+    const named = (row: Row): Row => ({
+      ...row,
+      message: `${NAMED}${row.message.slice(P.length)}${row.message.includes('; known options: ') ? ', shutdown, health' : ''}`,
+    })
+    table([...ROWS, ...adapterRows(existing)].map(named), (options) =>
+      resolveAdapterOptions(options as never, '@lameduck/express'),
+    )
+  })
+
+  it("keeps @lameduck/core for the Shutdown's own errors, after an adapter created it", async () => {
+    const { shutdown } = resolveAdapterOptions({ signals: false, logger: false }, '@lameduck/koa')
+    made.push(shutdown)
+    expectError(
+      thrownBy(() => shutdown.onClose('', noop)),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "label" must be a non-empty string; received "" (string).`,
+    )
+  })
+
+  it('rejects an adapter name that is not a non-empty string', () => {
+    for (const [adapter, described] of [
+      ['', '"" (string)'],
+      [null, 'null'],
+      [1, '1 (number)'],
+    ] as const) {
+      expectError(
+        thrownBy(() => resolveAdapterOptions({}, adapter as never)),
+        'TypeError',
+        'ERR_LAMEDUCK_INVALID_ARGUMENT',
+        `${P}resolveAdapterOptions() argument "adapter" must be a package name such as "@lameduck/express"; received ${described}.`,
+      )
+    }
+  })
+
   it('accepts a given shutdown with health, and creates one from core options', () => {
     const given = resolveAdapterOptions({ shutdown: existing, health: { readyPath: '/ready' } })
     expect(given.shutdown).toBe(existing)

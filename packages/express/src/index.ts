@@ -41,10 +41,10 @@ export interface GracefulMiddleware {
  * `shutdown.track()`.
  *
  * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` for a bad option, here
- * rather than on the first request.
+ * rather than on the first request; the message starts with `@lameduck/express:`.
  */
 export function graceful(options?: GracefulOptions): GracefulMiddleware {
-  const { shutdown, health } = resolveAdapterOptions(options)
+  const { shutdown, health } = resolveAdapterOptions(options, '@lameduck/express')
 
   function gracefulMiddleware(
     req: IncomingMessage,

@@ -19,25 +19,25 @@ describe('graceful() options', () => {
       name: 'TypeError',
       code: 'ERR_LAMEDUCK_INVALID_OPTION',
       message:
-        '@lameduck/core: option "timeoutMs" must be a finite number of milliseconds >= 0; received "30s" (string).',
+        '@lameduck/express: option "timeoutMs" must be a finite number of milliseconds >= 0; received "30s" (string).',
     })
     expect(thrown(() => graceful({ lateRequests: 'drop' as never }))).toEqual({
       name: 'RangeError',
       code: 'ERR_LAMEDUCK_INVALID_OPTION',
       message:
-        '@lameduck/core: option "lateRequests" must be one of "serve", "refuse"; received "drop" (string).',
+        '@lameduck/express: option "lateRequests" must be one of "serve", "refuse"; received "drop" (string).',
     })
   })
 
   it('rejects unknown keys with a hint', () => {
     expect(thrown(() => graceful({ timeout: 1_000 } as never)).message).toBe(
-      '@lameduck/core: unknown option "timeout"; did you mean "timeoutMs"?',
+      '@lameduck/express: unknown option "timeout"; did you mean "timeoutMs"?',
     )
   })
 
   it('rejects a bad health option', () => {
     expect(thrown(() => graceful({ health: 'yes' as never })).message).toBe(
-      '@lameduck/core: option "health" must be true, false or an object { readyPath?, livePath? }; received "yes" (string).',
+      '@lameduck/express: option "health" must be true, false or an object { readyPath?, livePath? }; received "yes" (string).',
     )
     expect(thrown(() => graceful({ health: { readyPath: 'readyz' } }))).toMatchObject({
       name: 'RangeError',
@@ -52,11 +52,20 @@ describe('graceful() options', () => {
     expect(one.shutdown).toBe(shutdown)
     expect(two.shutdown).toBe(shutdown)
     expect(thrown(() => graceful({ shutdown, timeoutMs: 1 })).message).toBe(
-      '@lameduck/core: option "timeoutMs" must be set on the given "shutdown" (createShutdown) rather than beside it; received 1 (number).',
+      '@lameduck/express: option "timeoutMs" must be set on the given "shutdown" (createShutdown) rather than beside it; received 1 (number).',
     )
     expect(thrown(() => graceful({ shutdown: {} as never })).message).toBe(
-      '@lameduck/core: option "shutdown" must be a Shutdown from createShutdown(); received an object.',
+      '@lameduck/express: option "shutdown" must be a Shutdown from createShutdown(); received an object.',
     )
+  })
+
+  it("leaves @lameduck/core on the errors of the Shutdown's own methods", () => {
+    const mw = graceful({ signals: false, logger: false })
+    expect(thrown(() => mw.shutdown.onClose('', () => {}))).toEqual({
+      name: 'TypeError',
+      code: 'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      message: '@lameduck/core: onClose() argument "label" must be a non-empty string; received "" (string).',
+    })
   })
 
   it('returns a named three-argument middleware (four would make Express treat it as an error handler) with its own Shutdown', () => {

@@ -24,14 +24,24 @@ declare module 'fastify' {
  */
 export type GracefulOptions = AdapterOptions
 
+/**
+ * The options with `app.log` as the default logger. Anything but an options object goes to the core
+ * as it came, to be rejected by what it is: spread, `'str'` would become `{ 0: 's', … }` (reported
+ * as `unknown option "0"`) and `5` or `true` an empty object (accepted without a word).
+ */
+function withAppLogger(options: unknown, app: FastifyInstance<RawServerBase>): GracefulOptions | undefined {
+  if (options === undefined) return { logger: app.log }
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    return options as GracefulOptions
+  const given = options as GracefulOptions
+  return given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given
+}
+
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
   // First: registered twice, this throws FST_ERR_DEC_ALREADY_PRESENT before a second Shutdown (with
   // its signal listeners) exists.
   app.decorate('shutdown', { getter: () => shutdown })
-  const given = options ?? {}
-  const { shutdown, health } = resolveAdapterOptions(
-    given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given,
-  )
+  const { shutdown, health } = resolveAdapterOptions(withAppLogger(options, app), '@lameduck/fastify')
   shutdown.attach(app.server)
 
   const wrapped = new WeakSet<object>()
@@ -115,7 +125,14 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
  * Register it before your routes and other hooks: handlers of routes registered earlier are only
  * counted until their response closes.
  *
- * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` at register time.
+ * Options may also be Fastify's function form, `(parent) => options`, called when the plugin loads.
+ *
+ * @throws TypeError or RangeError with `code: 'ERR_LAMEDUCK_INVALID_OPTION'` at register time, the
+ * message starting with `@lameduck/fastify:`. Options that are not an object are rejected by what
+ * they are (`option "options" must be an object; received "str" (string).`), except the falsy ones:
+ * Fastify (avvio) replaces `''`, `0`, `NaN`, `false` and `null` given to `register()` with `{}`
+ * before the plugin runs, so those register with the defaults and cannot be told from no options.
+ * Returned by the function form they arrive as they are, and are rejected (`undefined` is no options).
  */
 export const graceful: FastifyPluginAsync<GracefulOptions, RawServerBase> = fp(gracefulPlugin, {
   name: '@lameduck/fastify',

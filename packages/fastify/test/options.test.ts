@@ -2,7 +2,7 @@ import { Writable } from 'node:stream'
 import { request, within } from '@lameduck/test-utils'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, graceful } from '../src/index.js'
+import { createShutdown, type GracefulOptions, graceful } from '../src/index.js'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 afterEach(stopFastifyApps)
@@ -19,8 +19,26 @@ function collectingLogger(lines: Array<Record<string, unknown>>) {
   return { level: 'info', stream }
 }
 
+/** What `register()` rejected with: class, code and message, or a failure if it registered. */
+async function registerError(options: unknown): Promise<{ kind: string; code: unknown; message: string }> {
+  const app = Fastify()
+  try {
+    await app.register(graceful, options as never)
+  } catch (error) {
+    await app.close()
+    return {
+      kind: (error as Error).constructor.name,
+      code: (error as { code?: unknown }).code,
+      message: (error as Error).message,
+    }
+  }
+  await app.shutdown.close('cleanup')
+  await app.close()
+  throw new Error(`expected register() to reject ${String(options)}; it registered`)
+}
+
 describe('options, checked when the plugin is registered', () => {
-  it('rejects register() with the core’s TypeError for an unknown option', async () => {
+  it('rejects register() with the core’s TypeError for an unknown option, naming @lameduck/fastify', async () => {
     const app = Fastify()
     const error = await app.register(graceful, { timeout: 10_000 } as never).then(
       () => undefined,
@@ -29,7 +47,7 @@ describe('options, checked when the plugin is registered', () => {
     expect(error).toBeInstanceOf(TypeError)
     expect(error).toMatchObject({
       code: 'ERR_LAMEDUCK_INVALID_OPTION',
-      message: '@lameduck/core: unknown option "timeout"; did you mean "timeoutMs"?',
+      message: '@lameduck/fastify: unknown option "timeout"; did you mean "timeoutMs"?',
     })
     await app.close()
   })
@@ -121,5 +139,87 @@ describe('options, checked when the plugin is registered', () => {
     expect([...closedApps].sort()).toEqual(['one', 'two'])
     await two.app.close()
     expect(closedApps).toHaveLength(2)
+  })
+})
+
+describe('options that are not an object', () => {
+  const NOT_AN_OBJECT = '@lameduck/fastify: option "options" must be an object; received'
+  // Fastify hands these to the plugin as they are; spreading them used to report `unknown option
+  // "0"` for a string or an array and accept a number or a boolean as empty options.
+  for (const [options, described] of [
+    ['str', '"str" (string)'],
+    [5, '5 (number)'],
+    [true, 'true (boolean)'],
+    [['timeoutMs'], 'an array'],
+    [Symbol('opts'), 'Symbol(opts) (symbol)'],
+    [10n, '10 (bigint)'],
+  ] as const) {
+    it(`rejects ${described} by what it is, before any Shutdown exists`, async () => {
+      const signalsBefore = process.listenerCount('SIGTERM')
+      expect(await registerError(options)).toEqual({
+        kind: 'TypeError',
+        code: 'ERR_LAMEDUCK_INVALID_OPTION',
+        message: `${NOT_AN_OBJECT} ${described}.`,
+      })
+      expect(process.listenerCount('SIGTERM')).toBe(signalsBefore)
+    })
+  }
+
+  // avvio (Fastify's plugin loader) runs `opts = opts || {}` in register(): a falsy value never
+  // reaches the plugin, which sees `{}` and registers with the defaults. Documented on `graceful`.
+  for (const options of ['', 0, Number.NaN, false, null]) {
+    it(`cannot tell ${typeof options === 'string' ? JSON.stringify(options) : String(options)} given to register() from no options: the defaults apply`, async () => {
+      let received: unknown = 'not called'
+      const app = Fastify()
+      await app.register(async (_app, opts) => {
+        received = opts
+      }, options as never)
+      await app.register(graceful, options as never)
+      expect(received).toEqual({})
+      expect(app.shutdown.state).toBe('serving')
+      expect(app.shutdown.refusal().headers['retry-after']).toBe('5')
+      await within(3_000, app.close(), 'app.close()')
+      expect(app.shutdown.state).toBe('closed')
+    })
+  }
+
+  it('takes the options-as-function form, called with the parent instance; logger still defaults to app.log', async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const app = Fastify({ logger: collectingLogger(lines) })
+    let parent: unknown
+    await app.register(graceful, (instance): GracefulOptions => {
+      parent = instance
+      return { signals: false, health: true, retryAfterSeconds: 9 }
+    })
+    expect(parent).toBe(app)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const port = (app.server.address() as import('node:net').AddressInfo).port
+    expect(await request(port, { path: '/readyz', agent: false })).toMatchObject({
+      status: 200,
+      body: '{"status":"serving"}',
+    })
+    expect(app.shutdown.refusal().headers['retry-after']).toBe('9')
+    await within(3_000, app.close(), 'app.close()')
+    expect(lines.some((line) => String(line.msg).startsWith('shutdown started (app.close())'))).toBe(true)
+  })
+
+  it('takes a shared shutdown from the function form', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false })
+    const app = Fastify()
+    await app.register(graceful, () => ({ shutdown }))
+    expect(app.shutdown).toBe(shutdown)
+    await within(3_000, app.close(), 'app.close()')
+    expect(shutdown.state).toBe('closed')
+  })
+
+  it('checks what the function returns, falsy values included (they reach the plugin as they are)', async () => {
+    expect(await registerError(() => ({ timeout: 1 }))).toEqual({
+      kind: 'TypeError',
+      code: 'ERR_LAMEDUCK_INVALID_OPTION',
+      message: '@lameduck/fastify: unknown option "timeout"; did you mean "timeoutMs"?',
+    })
+    expect((await registerError(() => 'str')).message).toBe(`${NOT_AN_OBJECT} "str" (string).`)
+    expect((await registerError(() => null)).message).toBe(`${NOT_AN_OBJECT} null.`)
+    expect((await registerError(() => 0)).message).toBe(`${NOT_AN_OBJECT} 0 (number).`)
   })
 })

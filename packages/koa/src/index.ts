@@ -47,12 +47,12 @@ const settled: Promise<void> = Promise.resolve()
  * finds the Shutdown at `ctx.state.shutdown`.
  *
  * Options are validated here, once: a `TypeError` or `RangeError` with
- * `code: 'ERR_LAMEDUCK_INVALID_OPTION'`. Call `mw.shutdown.attach(app.listen(port))` so connections
+ * `code: 'ERR_LAMEDUCK_INVALID_OPTION'` and a message starting with `@lameduck/koa:`. Call `mw.shutdown.attach(app.listen(port))` so connections
  * opened before the first request are tracked too; without it the server is taken from the first
  * request's socket. Timers, signals and defaults all belong to `@lameduck/core`.
  */
 export function graceful(options?: GracefulOptions): GracefulMiddleware {
-  const { shutdown, health } = resolveAdapterOptions(options)
+  const { shutdown, health } = resolveAdapterOptions(options, '@lameduck/koa')
 
   // Not async: one promise per request fewer. Koa's compose takes whatever it returns.
   function gracefulMiddleware(ctx: Context, next: Next): Promise<void> {

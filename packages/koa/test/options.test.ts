@@ -15,25 +15,34 @@ afterEach(async () => {
 })
 
 describe('graceful() options', () => {
-  it('are validated when graceful() is called, with the core messages', () => {
+  it('are validated when graceful() is called, with the core messages naming @lameduck/koa', () => {
     expect(() => graceful({ timeout: 1 } as never)).toThrow(
       expect.objectContaining({
         name: 'TypeError',
         code: 'ERR_LAMEDUCK_INVALID_OPTION',
-        message: expect.stringContaining('unknown option "timeout"; did you mean "timeoutMs"?'),
+        message: '@lameduck/koa: unknown option "timeout"; did you mean "timeoutMs"?',
       }),
     )
     expect(() => graceful({ health: 'yes' } as never)).toThrow(
       expect.objectContaining({
         code: 'ERR_LAMEDUCK_INVALID_OPTION',
-        message: expect.stringContaining('"health"'),
+        message:
+          '@lameduck/koa: option "health" must be true, false or an object { readyPath?, livePath? }; received "yes" (string).',
       }),
     )
     const shared = createShutdown({ signals: false, logger: false })
     expect(() => graceful({ shutdown: shared, timeoutMs: 1 })).toThrow(
       expect.objectContaining({
         code: 'ERR_LAMEDUCK_INVALID_OPTION',
-        message: expect.stringContaining('"timeoutMs"'),
+        message:
+          '@lameduck/koa: option "timeoutMs" must be set on the given "shutdown" (createShutdown) rather than beside it; received 1 (number).',
+      }),
+    )
+    // The Shutdown's own methods are the core's, whoever created it.
+    expect(() => graceful({ shutdown: shared }).shutdown.track('', Promise.resolve())).toThrow(
+      expect.objectContaining({
+        code: 'ERR_LAMEDUCK_INVALID_ARGUMENT',
+        message: expect.stringMatching(/^@lameduck\/core: track\(\) argument "label"/),
       }),
     )
   })

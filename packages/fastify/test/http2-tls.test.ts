@@ -1,0 +1,343 @@
+import http2 from 'node:http2'
+import https from 'node:https'
+import { fileURLToPath } from 'node:url'
+import {
+  connectOutcome,
+  type Deferred,
+  deferred,
+  nextEvent,
+  startFixture,
+  stopFixtures,
+  tlsCredentials,
+  within,
+} from '@lameduck/test-utils'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { GracefulOptions } from '../src/index.js'
+import { startFastify, stopFastifyApps } from './helpers/fastify.js'
+
+const sessions: http2.ClientHttp2Session[] = []
+afterEach(async () => {
+  for (const session of sessions.splice(0)) session.destroy()
+  await Promise.all([stopFastifyApps(), stopFixtures()])
+})
+
+const { key, cert } = tlsCredentials()
+
+/** What became of one stream: its status and body, the error that ended it, its RST_STREAM code. */
+interface StreamOutcome {
+  status: number
+  body: string
+  error: string | undefined
+  /** 0 (NO_ERROR) once it completed; REFUSED_STREAM (7) or CANCEL (8) when it was cut. */
+  rstCode: number | undefined
+}
+
+/** One GET on `session`, settled when the stream closes, whichever way. */
+function get(session: http2.ClientHttp2Session, path: string): Promise<StreamOutcome> {
+  const stream = session.request({ ':path': path })
+  const outcome: StreamOutcome = { status: 0, body: '', error: undefined, rstCode: undefined }
+  stream.setEncoding('utf8')
+  stream.on('response', (headers) => {
+    outcome.status = Number(headers[':status'])
+  })
+  stream.on('data', (chunk: string) => {
+    outcome.body += chunk
+  })
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    outcome.error = `${error.code}: ${error.message}`
+  })
+  return new Promise((resolve) =>
+    stream.once('close', () => {
+      outcome.rstCode = stream.rstCode
+      resolve(outcome)
+    }),
+  )
+}
+
+/** An HTTP/2 client session over TLS (ALPN h2) trusting the test certificate. */
+async function connect(port: number): Promise<http2.ClientHttp2Session> {
+  const session = http2.connect(`https://127.0.0.1:${port}`, { ca: cert, servername: 'localhost' })
+  sessions.push(session)
+  session.on('error', () => {}) // what the session ends with is asserted on its streams
+  await within(2_000, nextEvent(session, 'connect'), 'the TLS session to connect')
+  expect(session.alpnProtocol).toBe('h2')
+  return session
+}
+
+/** `/fast` (counted in `hits`) and `/slow`, which resolves `parked` and waits for `gate`. */
+function routes() {
+  const parked = deferred<void>()
+  const gate = deferred<void>()
+  const hits: string[] = []
+  return {
+    parked: parked.promise,
+    gate,
+    hits,
+    setup(app: FastifyInstance) {
+      app.get('/fast', async (request) => {
+        hits.push(`${request.url} HTTP/${request.raw.httpVersion}`)
+        return 'fast'
+      })
+      app.get('/slow', async (request) => {
+        hits.push(`${request.url} HTTP/${request.raw.httpVersion}`)
+        parked.resolve()
+        await gate.promise
+        return 'slow'
+      })
+    },
+  }
+}
+
+/** Fastify on `http2.createSecureServer`: HTTP/2 over TLS, HTTP/1.1 too with `allowHTTP1`. */
+function secureHttp2(allowHTTP1: boolean): FastifyServerOptions {
+  return { http2: true, https: { key, cert, allowHTTP1 } } as FastifyServerOptions
+}
+
+// With the default idleGraceMs (50 ms) the core's idle reaper cuts an HTTP/2 stream still in flight
+// once the server has been quiet that long (the known bug at the end of this file). Here the grace
+// outlasts each test, so what is checked is everything else the drain does.
+const OUTLASTS_THE_TEST: GracefulOptions = { idleGraceMs: 10_000, timeoutMs: 5_000 }
+
+describe('Fastify on HTTP/2 over TLS (http2: true, https)', () => {
+  it('shutdown.close(): the in-flight stream completes, the session gets GOAWAY, a stream sent after it is refused and new connections too', async () => {
+    const r = routes()
+    const { app, port } = await startFastify(r.setup, OUTLASTS_THE_TEST, secureHttp2(false))
+    const session = await connect(port)
+    expect(await get(session, '/fast')).toEqual({ status: 200, body: 'fast', error: undefined, rstCode: 0 })
+    const slow = get(session, '/slow')
+    await within(2_000, r.parked, 'the h2 request to reach its handler')
+    expect(app.shutdown.inFlight).toBe(1)
+
+    const goaway = nextEvent<[code: number, lastStreamID: number, opaqueData?: Buffer]>(session, 'goaway')
+    const sessionClosed = nextEvent(session, 'close')
+    const report = app.shutdown.close('test')
+    // No drain delay: stopping began inside close(), so the GOAWAY is on its way before the client
+    // sends the next stream, which the server then never processes.
+    expect(app.shutdown.state).toBe('stopping')
+    const late = get(session, '/fast')
+    // NO_ERROR; streams 1 (/fast) and 3 (/slow) are the last the server processes.
+    const [code, lastStreamID] = await within(2_000, goaway, 'GOAWAY on the session')
+    expect([code, lastStreamID]).toEqual([http2.constants.NGHTTP2_NO_ERROR, 3])
+    expect(await within(2_000, late, 'the stream sent after the GOAWAY')).toEqual({
+      status: 0,
+      body: '',
+      error: 'ERR_HTTP2_STREAM_ERROR: Stream closed with error code NGHTTP2_REFUSED_STREAM',
+      rstCode: http2.constants.NGHTTP2_REFUSED_STREAM,
+    })
+    expect(() => session.request({ ':path': '/fast' })).toThrow(
+      expect.objectContaining({ code: 'ERR_HTTP2_GOAWAY_SESSION' }),
+    )
+    expect(await connectOutcome(port)).toBe('ECONNREFUSED')
+
+    r.gate.resolve()
+    expect(await within(2_000, slow, 'the in-flight stream')).toEqual({
+      status: 200,
+      body: 'slow',
+      error: undefined,
+      rstCode: 0,
+    })
+    await within(2_000, sessionClosed, 'the session to close after its last stream')
+    expect(await within(3_000, report, 'the report')).toMatchObject({
+      graceful: true,
+      requests: { completed: 1, refused: 0, forced: 0 },
+      connectionsDestroyed: 0,
+      hooks: [{ label: 'fastify.close()', ok: true }],
+    })
+    expect(r.hits).toEqual(['/fast HTTP/2.0', '/slow HTTP/2.0'])
+    expect(app.server.listening).toBe(false)
+  })
+
+  it('app.close(): drains the same way, and resolves once the stream has completed', async () => {
+    const r = routes()
+    const { app, port } = await startFastify(r.setup, OUTLASTS_THE_TEST, secureHttp2(false))
+    const session = await connect(port)
+    const slow = get(session, '/slow')
+    await within(2_000, r.parked, 'the h2 request to reach its handler')
+    const goaway = nextEvent(session, 'goaway')
+    const sessionClosed = nextEvent(session, 'close')
+    let appClosed = false
+    const closed = app.close().then(() => {
+      appClosed = true
+    })
+    await within(2_000, goaway, 'GOAWAY on the session')
+    expect(await connectOutcome(port)).toBe('ECONNREFUSED')
+    expect(appClosed).toBe(false)
+
+    r.gate.resolve()
+    expect(await within(2_000, slow, 'the in-flight stream')).toEqual({
+      status: 200,
+      body: 'slow',
+      error: undefined,
+      rstCode: 0,
+    })
+    await within(2_000, sessionClosed, 'the session to close')
+    await within(3_000, closed, 'app.close()')
+    expect(await app.shutdown.close()).toMatchObject({
+      reason: 'app.close()',
+      graceful: true,
+      requests: { completed: 1, forced: 0 },
+      connectionsDestroyed: 0,
+    })
+  })
+
+  it('allowHTTP1: an HTTP/2 stream and an HTTP/1.1 request in flight on one port both complete; the HTTP/1.1 one with Connection: close', async () => {
+    const r = routes()
+    const both = deferred<void>()
+    let arrivals = 0
+    const { app, port } = await startFastify(
+      (app) => {
+        r.setup(app)
+        app.get('/slow-too', async () => {
+          if (++arrivals === 2) both.resolve()
+          await r.gate.promise
+          return 'slow too'
+        })
+      },
+      OUTLASTS_THE_TEST,
+      secureHttp2(true),
+    )
+    const session = await connect(port)
+    const h2 = get(session, '/slow-too')
+    const h1 = httpsGet(port, '/slow-too')
+    await within(2_000, both.promise, 'both requests to reach their handler')
+    expect(app.shutdown.inFlight).toBe(2)
+
+    const goaway = nextEvent(session, 'goaway')
+    const report = app.shutdown.close('test')
+    await within(2_000, goaway, 'GOAWAY on the HTTP/2 session')
+    expect(await connectOutcome(port)).toBe('ECONNREFUSED')
+    r.gate.resolve()
+    expect(await within(2_000, h2, 'the HTTP/2 stream')).toEqual({
+      status: 200,
+      body: 'slow too',
+      error: undefined,
+      rstCode: 0,
+    })
+    expect(await within(2_000, h1, 'the HTTP/1.1 response')).toEqual({
+      status: 200,
+      httpVersion: '1.1',
+      connection: 'close',
+      body: 'slow too',
+    })
+    expect(await within(3_000, report, 'the report')).toMatchObject({
+      graceful: true,
+      requests: { completed: 2, forced: 0 },
+      connectionsDestroyed: 0,
+    })
+  })
+})
+
+/** One HTTPS request with HTTP/1.1 (no ALPN h2), on its own connection. */
+function httpsGet(
+  port: number,
+  path: string,
+): Promise<{ status: number; httpVersion: string; connection: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    https
+      .get({ host: '127.0.0.1', port, path, ca: cert, servername: 'localhost', agent: false }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => {
+          body += chunk
+        })
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            httpVersion: res.httpVersion,
+            connection: res.headers.connection,
+            body,
+          }),
+        )
+      })
+      .on('error', reject)
+  })
+}
+
+describe('a real SIGTERM to a Fastify process on HTTP/2 over TLS (built dist/)', () => {
+  it('finishes the in-flight stream after GOAWAY, refuses new connections, runs the hooks after it and exits 0', async () => {
+    const fixture = await startFixture(
+      fileURLToPath(new URL('./fixtures/http2-server.mjs', import.meta.url)),
+      [],
+      // The idle grace outlasts the test: see the known bug below.
+      { TLS_KEY: key.toString(), TLS_CERT: cert.toString(), IDLE_GRACE_MS: '10000' },
+    )
+    const session = await connect(fixture.port)
+    const slow = get(session, '/slow')
+    await fixture.waitForLine('slow handler started (HTTP/2.0)')
+    const goaway = nextEvent(session, 'goaway')
+    const sessionClosed = nextEvent(session, 'close')
+
+    const signalledAt = fixture.kill('SIGTERM')
+    await fixture.waitForLine('shutdown started (SIGTERM)')
+    await within(2_000, goaway, 'GOAWAY on the session')
+    expect(await connectOutcome(fixture.port)).toBe('ECONNREFUSED')
+    fixture.child.send('release')
+    expect(await within(3_000, slow, 'the in-flight stream')).toEqual({
+      status: 200,
+      body: 'slow',
+      error: undefined,
+      rstCode: 0,
+    })
+    await within(2_000, sessionClosed, 'the session to close')
+
+    const exit = await within(4_000, fixture.exited, 'the process to exit')
+    expect(exit).toMatchObject({ code: 0, signal: null })
+    expect(exit.at - signalledAt).toBeLessThan(4_000)
+    const output = fixture.output()
+    const at = (text: string) => {
+      const index = output.indexOf(text)
+      expect(index, `${text} in the output:\n${output}`).toBeGreaterThan(-1)
+      return index
+    }
+    expect(at('slow handler done')).toBeLessThan(at('core onClose: flushed'))
+    expect(at('core onClose: flushed')).toBeLessThan(at('fastify onClose: pool closed'))
+    expect(at('fastify onClose: pool closed')).toBeLessThan(at('closed (SIGTERM) gracefully'))
+  })
+})
+
+/** A logger resolving `after` on the `count`-th progress line ("awaiting 1 request, …"). */
+function progressLogger(count: number, after: Deferred<void>): NonNullable<GracefulOptions['logger']> {
+  let seen = 0
+  const info = (_fields: Record<string, unknown>, message: string) => {
+    if (message.startsWith('awaiting ') && ++seen === count) after.resolve()
+  }
+  return { info, warn: () => {}, error: () => {} }
+}
+
+describe('known bug: the idle reaper cuts HTTP/2 streams still in flight', () => {
+  // In @lameduck/core's connection tracker (packages/core/src/server.ts), a socket accepted by an
+  // http2 server is never handed over to its session: on a secure server it stays in `handshaking`
+  // (only non-HTTP/2 TLS servers listen for 'secureConnection'), on h2c it is tracked as an HTTP/1
+  // connection with no pending response. Either way reap() closes it once the server has been quiet
+  // for idleGraceMs, which takes every stream of its session with it (RST_STREAM CANCEL), while the
+  // report still says graceful with the request completed. The core-only reproduction (h2c, TLS,
+  // HTTP/1.1 with allowHTTP1) is packages/core/test/http2-idle-reap.test.ts. Remove `.fails` once
+  // that is fixed.
+  it.fails('a stream in flight for longer than idleGraceMs (default 50 ms) into stopping completes', async () => {
+    const r = routes()
+    const twoProgressLines = deferred<void>()
+    const { app, port } = await startFastify(
+      r.setup,
+      { timeoutMs: 5_000, progressIntervalMs: 100, logger: progressLogger(2, twoProgressLines) },
+      secureHttp2(false),
+    )
+    const session = await connect(port)
+    const slow = get(session, '/slow')
+    await within(2_000, r.parked, 'the h2 request to reach its handler')
+    const report = app.shutdown.close('test')
+    // Two progress lines 100 ms apart: the reaper, due 50 ms after the last request, has had its
+    // turn (the second line comes in a later turn of the event loop than the first).
+    await within(
+      2_000,
+      Promise.race([twoProgressLines.promise, report.then(() => {})]),
+      'two progress lines while stopping, or the end of the shutdown',
+    )
+    r.gate.resolve()
+    const outcome = await within(2_000, slow, 'the in-flight stream to close')
+    await within(3_000, report, 'the report')
+    // Today: { status: 0, body: '', error: undefined, rstCode: 8 (CANCEL) }, and the report says
+    // graceful, 1 completed, 0 connections destroyed.
+    expect(outcome).toEqual({ status: 200, body: 'slow', error: undefined, rstCode: 0 })
+  })
+})
