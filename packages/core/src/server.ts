@@ -82,6 +82,11 @@ export function createServerTracker(options: {
   const sessions = new Set<Http2Session>()
   // https: raw TCP sockets until their TLS handshake completes (they never reach a request).
   const handshaking = new Set<Socket>()
+  // HTTP/2 servers: their sockets belong to sessions (GOAWAY at stopping), or, with allowHTTP1, are
+  // tracked at their first HTTP/1 request. Never reaped as idle HTTP/1 sockets: that would cut the
+  // streams of a session. Kept only to be destroyed at the deadline and after the close hooks.
+  const http2Servers = new WeakSet<NetServer>()
+  const http2Sockets = new Set<Socket>()
   let stopping = false
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
@@ -120,7 +125,10 @@ export function createServerTracker(options: {
   }
 
   function onConnection(this: NetServer, socket: Socket): void {
-    if (this instanceof TlsServer) {
+    if (http2Servers.has(this)) {
+      http2Sockets.add(socket)
+      socket.once('close', () => http2Sockets.delete(socket))
+    } else if (this instanceof TlsServer) {
       handshaking.add(socket)
       socket.once('close', () => handshaking.delete(socket))
     } else {
@@ -258,6 +266,7 @@ export function createServerTracker(options: {
     servers.add(server)
     added.set(server, [])
     const isHttp2 = server.constructor.name.startsWith('Http2')
+    if (isHttp2) http2Servers.add(server)
     // Prepended: a framework answering synchronously inside its own 'request' listener must not
     // write its headers before a last request gets `Connection: close`.
     listen(server, 'request', observe, true)
@@ -394,6 +403,7 @@ export function createServerTracker(options: {
       destroyed++
     }
     for (const socket of handshaking) socket.destroy()
+    for (const socket of http2Sockets) socket.destroy()
     for (const server of servers) (server as HttpServer).closeAllConnections?.()
     return destroyed
   }

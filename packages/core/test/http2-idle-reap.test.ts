@@ -6,17 +6,11 @@ import { deferred, nextEvent, tlsCredentials, within } from '@lameduck/test-util
 import { afterEach, describe, expect, it } from 'vitest'
 import { createShutdown, type Logger, onResponseClosed, type Shutdown, writeRefusal } from '../src/index.js'
 
-// Known bug, kept here so whoever fixes the connection tracker (src/server.ts) sees it fail: a socket
-// an http2 server accepts is never handed over to its session. On a secure server
-// (`http2.createSecureServer`) onConnection() puts the raw socket in `handshaking`, and it stays
-// there, since only non-HTTP/2 TLS servers get the 'secureConnection' listener that takes sockets
-// out; on h2c (`http2.createServer`) it is tracked as an HTTP/1 connection with no pending response.
-// Either way reap() closes it once the server has been quiet for idleGraceMs (default 50 ms) after
-// stopping began — destroy() in `handshaking`, closeGently() for h2c — and every stream still in
-// flight on it dies (RST_STREAM CANCEL) while the report says graceful, the request completed, no
-// connection destroyed. The same happens to an HTTP/1.1 request on a secure HTTP/2 server with
-// `allowHTTP1`. It goes unnoticed when the response comes within idleGraceMs of the last request
-// (test/protocols.test.ts answers at once). Remove `.fails` once it is fixed.
+// Regression: sockets accepted by an http2 server belong to their session (or, with allowHTTP1, are
+// tracked at their first HTTP/1 request). They used to be taken for idle HTTP/1 sockets (h2c) or
+// stalled TLS handshakes (secure), and reap() closed them once the server had been quiet for
+// idleGraceMs after stopping began — cutting every stream still in flight (RST_STREAM CANCEL) while
+// the report said graceful. test/protocols.test.ts answers at once, so it never saw it.
 
 const { key, cert } = tlsCredentials()
 const cleanups: Array<() => Promise<void> | void> = []
@@ -124,12 +118,12 @@ async function stopWithRequestInFlight(
   return app.shutdown
 }
 
-describe('known bug: the idle reaper cuts HTTP/2 connections with requests in flight', () => {
+describe('the idle reaper leaves HTTP/2 connections with requests in flight alone', () => {
   for (const [name, secure] of [
     ['h2c (http2.createServer)', false],
     ['HTTP/2 over TLS (http2.createSecureServer)', true],
   ] as const) {
-    it.fails(`${name}: a stream in flight for longer than idleGraceMs into stopping completes`, async () => {
+    it(`${name}: a stream in flight for longer than idleGraceMs into stopping completes`, async () => {
       const progressed = deferred<void>()
       const app = await start(
         (listener) =>
@@ -155,7 +149,7 @@ describe('known bug: the idle reaper cuts HTTP/2 connections with requests in fl
     })
   }
 
-  it.fails('HTTP/1.1 on a secure HTTP/2 server with allowHTTP1: a request in flight for longer than idleGraceMs completes', async () => {
+  it('HTTP/1.1 on a secure HTTP/2 server with allowHTTP1: a request in flight for longer than idleGraceMs completes', async () => {
     const progressed = deferred<void>()
     const app = await start(
       (listener) => http2.createSecureServer({ key, cert, allowHTTP1: true }, listener),
