@@ -3,6 +3,9 @@ import type { Tool } from './install.ts'
 import { type Cell, type RunOptions, removeRunDir, rollingRestart } from './rolling.ts'
 import { cellSummary, judge, type Verdict } from './verdict.ts'
 
+/** `E2E_KEEP_RUNS=1`: passing runs keep their directory too, to set a failing run beside them. */
+const KEEP_RUNS = process.env.E2E_KEEP_RUNS === '1'
+
 /** The longest one run may take (a nginx run waits twice for fail_timeout, 10 s: about 30 s in all). */
 export const RUN_BUDGET_MS = 120_000
 
@@ -33,8 +36,12 @@ export async function runCell(
       const verdict = judge(result)
       verdicts.push(verdict)
       brokenInARow = 0
-      if (verdict.violations.length === 0) removeRunDir(result)
-      else console.log(`${cell.name}, run ${run}: failed; configs and proxy logs kept in ${result.dir}`)
+      if (verdict.violations.length > 0)
+        console.log(
+          `${cell.name} [${options.app}], run ${run}: failed; configs and proxy logs kept in ${result.dir}`,
+        )
+      else if (KEEP_RUNS) console.log(`${cell.name} [${options.app}], run ${run}: kept in ${result.dir}`)
+      else removeRunDir(result)
     } catch (error) {
       brokenInARow++
       broken.push(`run ${run} could not be carried out: ${(error as Error).stack ?? String(error)}`)

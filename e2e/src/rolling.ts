@@ -26,10 +26,13 @@ export type Cell =
       readonly blocked?: string
     }
 
+/** The app under the proxy: an adapter, or `core` (the bare core, to tell adapter bugs from core bugs). */
+export type App = 'express' | 'koa' | 'fastify' | 'core'
+
 /** Knobs shared by every run, from the environment (see e2e/README.md). */
 export interface RunOptions {
-  /** `express` (default: the Express adapter) or `core` (the bare core, to tell adapter bugs from core bugs). */
-  readonly app: 'express' | 'core'
+  /** Which fixture runs as the app instances: `fixtures/<app>-app.mjs`. */
+  readonly app: App
   readonly connections: number
   /** Mean pause between a connection's requests, in ms. */
   readonly gapMs: number
@@ -101,7 +104,7 @@ export interface RunResult {
 }
 
 function startApp(options: RunOptions, cell: Cell, instance: string, port: number): Child {
-  const script = join(fixtures, options.app === 'core' ? 'core-app.mjs' : 'express-app.mjs')
+  const script = join(fixtures, `${options.app}-app.mjs`)
   return startChild(instance, process.execPath, [script], {
     env: {
       PORT: String(port),

@@ -1,4 +1,4 @@
-import type { Cell, RunOptions } from './rolling.ts'
+import type { App, Cell, RunOptions } from './rolling.ts'
 
 function integer(name: string, fallback: number, min: number): number {
   const raw = process.env[name]
@@ -10,30 +10,47 @@ function integer(name: string, fallback: number, min: number): number {
 }
 
 /**
- * Runs per cell: `E2E_RUNS`, default 10 (the issue's full mode); `.ci/extra.sh` sets 1 (CI mode,
- * every cell once, about a minute in all).
+ * Runs per cell and app: `E2E_RUNS`, default 10 (the issue's full mode); `.ci/extra.sh` sets 1 (CI
+ * mode, every cell once per app, the blocked one listed as todo).
  */
 export const RUNS = integer('E2E_RUNS', 10, 1)
 
-/** The app under the proxy: `E2E_APP=express` (default) or `core` (bare @lameduck/core, no adapter). */
-export const APP: RunOptions['app'] = (() => {
-  const value = process.env.E2E_APP ?? 'express'
-  if (value !== 'express' && value !== 'core')
-    throw new RangeError(`e2e: E2E_APP must be "express" or "core"; received "${value}"`)
-  return value
+/** Every app the suite can put behind the proxies (`fixtures/<app>-app.mjs`). */
+export const APP_NAMES: readonly App[] = ['express', 'koa', 'fastify', 'core']
+
+/**
+ * The apps under the proxy, each judged in every cell: `E2E_APP`, a comma-separated list, default
+ * `express,koa,fastify` (the three adapters); `core` is the bare @lameduck/core on node:http, to tell
+ * adapter bugs from core bugs.
+ */
+export const APPS: readonly App[] = (() => {
+  const raw = process.env.E2E_APP
+  const names = (raw === undefined || raw.trim() === '' ? 'express,koa,fastify' : raw)
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '')
+  for (const name of names) {
+    if (!(APP_NAMES as readonly string[]).includes(name))
+      throw new RangeError(
+        `e2e: E2E_APP must be a comma-separated list of ${APP_NAMES.map((app) => `"${app}"`).join(', ')}; received "${raw}"`,
+      )
+  }
+  return [...new Set(names as App[])]
 })()
 
-/** What every run shares; the connection count and pacing can be changed for experiments. */
-export const RUN_OPTIONS: RunOptions = {
-  app: APP,
-  connections: integer('E2E_CONNECTIONS', 32, 1),
-  // ~650 requests/s through the proxy: steady load with headroom on 2 cores. At 10 ms (~1200/s) the
-  // suite itself starves the apps it measures (event-loop stalls of 100-370 ms during shutdown).
-  gapMs: integer('E2E_GAP_MS', 40, 0),
-  timeoutMs: 10_000,
-  checkIntervalMs: 200,
-  fall: 2,
-  rise: 2,
+/** What every run of `app` shares; the connection count and pacing can be changed for experiments. */
+export function runOptions(app: App): RunOptions {
+  return {
+    app,
+    connections: integer('E2E_CONNECTIONS', 32, 1),
+    // ~650 requests/s through the proxy: steady load with headroom on 2 cores. At 10 ms (~1200/s) the
+    // suite itself starves the apps it measures (event-loop stalls of 100-370 ms during shutdown).
+    gapMs: integer('E2E_GAP_MS', 40, 0),
+    timeoutMs: 10_000,
+    checkIntervalMs: 200,
+    fall: 2,
+    rise: 2,
+  }
 }
 
 /** Issue 10, requirement 1: active checks every 200 ms on /readyz, fall 2, drainDelayMs 1000, with and without retries. */
