@@ -90,6 +90,8 @@ export function createServerTracker(options: {
   let stopping = false
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
+  /** finish() ran: no more reaping (a check already queued finds nothing to do). */
+  let finished = false
   let reapedUntracked = false
   /** Connections opened before attach() were seen: Node's own idle reaping is needed for them. */
   let hasUntracked = false
@@ -360,12 +362,26 @@ export function createServerTracker(options: {
     // timer would fire while requests sit unread in socket buffers, and the server would look quiet
     // when it is not — closing a socket with unread input sends RST. setImmediate runs after the
     // poll phase, once those requests have been read and counted.
-    reapTimer = clock.setTimeout(() => setImmediate(reap), delayMs)
+    reapTimer = clock.setTimeout(() => {
+      const firedAt = clock.now()
+      setImmediate(() => reap(firedAt, 0))
+    }, delayMs)
   }
 
-  function reap(): void {
-    reapTimer = undefined
+  /**
+   * `turnStartedAt`: when the timer fired (or the previous check ran), i.e. just before the poll phase
+   * this check follows. A poll phase that took longer than LATE_TURN_MS had a callback stall in it,
+   * and requests that arrived meanwhile are still unread in the kernel — not in `readableLength`,
+   * not counted as requests: judging now would close sockets under them. One more poll reads them.
+   */
+  function reap(turnStartedAt: number, lateTurns: number): void {
+    if (finished) return
     const now = clock.now()
+    if (now - turnStartedAt > LATE_TURN_MS && lateTurns < MAX_LATE_TURNS) {
+      setImmediate(() => reap(now, lateTurns + 1))
+      return
+    }
+    reapTimer = undefined
     let next = Number.POSITIVE_INFINITY
     for (const connection of connections.values()) {
       if (connection.upgraded || connection.pending.size > 0 || connection.hasLastRequest) continue
@@ -426,6 +442,7 @@ export function createServerTracker(options: {
     stop,
     destroyAll,
     finish() {
+      finished = true
       if (reapTimer !== undefined) clock.clearTimeout(reapTimer)
       reapTimer = undefined
       const destroyed = destroyAll()
@@ -446,6 +463,11 @@ export function createServerTracker(options: {
     },
   }
 }
+
+/** A loop turn (poll phase plus callbacks) longer than this may have hidden unread requests. */
+const LATE_TURN_MS = 10
+/** A loop that is late turn after turn is judged anyway after this many more turns. */
+const MAX_LATE_TURNS = 20
 
 /** FIN, then close: `end()` flushes what is queued; the socket is destroyed once that is done. */
 function closeGently(socket: Socket): void {
