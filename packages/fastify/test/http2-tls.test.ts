@@ -94,15 +94,14 @@ function secureHttp2(allowHTTP1: boolean): FastifyServerOptions {
   return { http2: true, https: { key, cert, allowHTTP1 } } as FastifyServerOptions
 }
 
-// With the default idleGraceMs (50 ms) the core's idle reaper cuts an HTTP/2 stream still in flight
-// once the server has been quiet that long (the known bug at the end of this file). Here the grace
-// outlasts each test, so what is checked is everything else the drain does.
-const OUTLASTS_THE_TEST: GracefulOptions = { idleGraceMs: 10_000, timeoutMs: 5_000 }
+// Default idleGraceMs (50 ms): the idle reaper must leave HTTP/2 sessions and their streams alone
+// (it used to cut them; see the regression test at the end of this file).
+const DEFAULTS: GracefulOptions = { timeoutMs: 5_000 }
 
 describe('Fastify on HTTP/2 over TLS (http2: true, https)', () => {
   it('shutdown.close(): the in-flight stream completes, the session gets GOAWAY, a stream sent after it is refused and new connections too', async () => {
     const r = routes()
-    const { app, port } = await startFastify(r.setup, OUTLASTS_THE_TEST, secureHttp2(false))
+    const { app, port } = await startFastify(r.setup, DEFAULTS, secureHttp2(false))
     const session = await connect(port)
     expect(await get(session, '/fast')).toEqual({ status: 200, body: 'fast', error: undefined, rstCode: 0 })
     const slow = get(session, '/slow')
@@ -150,7 +149,7 @@ describe('Fastify on HTTP/2 over TLS (http2: true, https)', () => {
 
   it('app.close(): drains the same way, and resolves once the stream has completed', async () => {
     const r = routes()
-    const { app, port } = await startFastify(r.setup, OUTLASTS_THE_TEST, secureHttp2(false))
+    const { app, port } = await startFastify(r.setup, DEFAULTS, secureHttp2(false))
     const session = await connect(port)
     const slow = get(session, '/slow')
     await within(2_000, r.parked, 'the h2 request to reach its handler')
@@ -194,7 +193,7 @@ describe('Fastify on HTTP/2 over TLS (http2: true, https)', () => {
           return 'slow too'
         })
       },
-      OUTLASTS_THE_TEST,
+      DEFAULTS,
       secureHttp2(true),
     )
     const session = await connect(port)
@@ -260,7 +259,7 @@ describe('a real SIGTERM to a Fastify process on HTTP/2 over TLS (built dist/)',
       fileURLToPath(new URL('./fixtures/http2-server.mjs', import.meta.url)),
       [],
       // The idle grace outlasts the test: see the known bug below.
-      { TLS_KEY: key.toString(), TLS_CERT: cert.toString(), IDLE_GRACE_MS: '10000' },
+      { TLS_KEY: key.toString(), TLS_CERT: cert.toString() },
     )
     const session = await connect(fixture.port)
     const slow = get(session, '/slow')
