@@ -8,7 +8,7 @@ export {
 } from './adapter.js'
 export type { LameduckError, LameduckErrorCode } from './errors.js'
 export type { Hook, HookOutcome } from './hooks.js'
-export { onResponseClosed, responseClosed } from './lifecycle.js'
+export { onResponseClosed, responseClosed, whenSettled } from './lifecycle.js'
 export type { Logger } from './logger.js'
 export { type Clock, type LateRequestPolicy, resolveOptions, type ShutdownOptions } from './options.js'
 export { type AnyRequest, type AnyResponse, buildRefusal, type Refusal, writeRefusal } from './refusal.js'

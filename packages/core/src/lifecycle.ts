@@ -28,3 +28,15 @@ export function onResponseClosed(res: AnyResponse, callback: () => void): void {
 export function responseClosed(res: AnyResponse): Promise<void> {
   return new Promise((resolve) => onResponseClosed(res, resolve))
 }
+
+/**
+ * Calls `callback` once `result` has settled (fulfilled or rejected) when it is a promise or any
+ * thenable, at once otherwise — `undefined` included, which is what a `try { result = run() }
+ * finally { whenSettled(result, release) }` sees when `run` threw. Adapters hold a request while a
+ * handler chain runs with it; the rejection itself is left to whoever else holds `result`.
+ */
+export function whenSettled(result: unknown, callback: () => void): void {
+  if (typeof (result as PromiseLike<unknown> | null | undefined)?.then === 'function') {
+    ;(result as PromiseLike<unknown>).then(callback, callback)
+  } else callback()
+}

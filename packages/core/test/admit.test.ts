@@ -13,7 +13,7 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, type Release, type Shutdown, writeRefusal } from '../src/index.js'
+import { createShutdown, type Release, type Shutdown, whenSettled, writeRefusal } from '../src/index.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -218,5 +218,26 @@ describe('hold(): counted past the response', () => {
     expect(shutdown.inFlight).toBe(0)
     const report = await within(2_000, shutdown.close('test'), 'the drain')
     expect(report.graceful).toBe(true)
+  })
+})
+
+describe('whenSettled(): the adapters’ “until the handler chain has settled”', () => {
+  it('calls back at once for a value or a throw (undefined), and only once a promise settles either way', async () => {
+    const calls: string[] = []
+    whenSettled('a value', () => calls.push('value'))
+    whenSettled(undefined, () => calls.push('thrown'))
+    expect(calls).toEqual(['value', 'thrown'])
+    const fulfil = deferred<string>()
+    const reject = deferred<string>()
+    whenSettled(fulfil.promise, () => calls.push('fulfilled'))
+    whenSettled(reject.promise, () => calls.push('rejected'))
+    expect(calls).toEqual(['value', 'thrown'])
+    fulfil.resolve('ok')
+    await fulfil.promise
+    expect(calls).toEqual(['value', 'thrown', 'fulfilled'])
+    reject.reject(new Error('handler failed'))
+    // The rejection stays the caller's to handle; whenSettled's own reaction does not rethrow it.
+    await expect(reject.promise).rejects.toThrow('handler failed')
+    expect(calls).toEqual(['value', 'thrown', 'fulfilled', 'rejected'])
   })
 })

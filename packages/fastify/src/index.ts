@@ -3,6 +3,7 @@ import {
   healthAnswer,
   resolveAdapterOptions,
   type Shutdown,
+  whenSettled,
   writeRefusal,
 } from '@lameduck/core'
 import type { FastifyInstance, FastifyPluginAsync, RawServerBase } from 'fastify'
@@ -63,9 +64,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
       try {
         result = handler.call(this as never, request, reply)
       } finally {
-        if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-          ;(result as PromiseLike<unknown>).then(release, release)
-        } else release()
+        whenSettled(result, release)
       }
       return result
     } as typeof handler

@@ -3,6 +3,7 @@ import {
   healthAnswer,
   resolveAdapterOptions,
   type Shutdown,
+  whenSettled,
   writeRefusal,
 } from '@lameduck/core'
 import type { Context, Next } from 'koa'
@@ -77,16 +78,13 @@ export function graceful(options?: GracefulOptions): GracefulMiddleware {
     // Counted until the response has closed (core) and the chain has settled (this hold): Koa writes
     // the body only after the chain settles, and a client may abort while middleware still runs.
     const release = shutdown.hold(req, res)
-    let chain: Promise<void>
+    let chain: Promise<void> | undefined
     try {
-      // Koa's next() returns a native promise, which Promise.resolve hands back as it is.
-      chain = Promise.resolve(next())
-    } catch (error) {
-      release()
-      throw error
+      chain = next()
+    } finally {
+      whenSettled(chain, release)
     }
     // The chain itself is returned: a rejection still reaches Koa, which answers the error.
-    chain.then(release, release)
     return chain
   }
 
