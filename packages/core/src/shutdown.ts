@@ -130,14 +130,26 @@ const RANK: Readonly<Record<ShutdownState, number>> = {
   closed: 4,
 }
 
-/** A request counted by `admit()`: released when its response has closed and every hold is dropped. */
+/**
+ * A counted request, released once every holder has let go: its first holder is the response
+ * (`admit()`, told by the tracker when it closes) or the caller (`enter()`); `hold()` adds more.
+ */
 class Admission implements ResponseWatcher {
   holds = 1
   constructor(private readonly leave: () => void) {}
   closed(): void {
     this.drop()
   }
-  drop(): void {
+  /** The first holder's release, or one for a holder just added: idempotent. */
+  release(): Release {
+    let dropped = false
+    return () => {
+      if (dropped) return
+      dropped = true
+      this.drop()
+    }
+  }
+  private drop(): void {
     if (--this.holds === 0) this.leave()
   }
 }
@@ -253,8 +265,6 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
   /** Admissions the tracker cannot watch (HTTP/2 streams), found again by `hold()`. */
   const unwatched = new WeakMap<object, Admission>()
-  /** The server of the previous request: the common case skips the lookup. */
-  let lastServer: unknown
 
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
     let server: unknown
@@ -270,7 +280,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     )
       return
     const found = server as AttachableServer
-    if (found !== lastServer && !tracker.has(found)) {
+    if (!tracker.has(found)) {
       if (atLeast('closing')) return
       tracker.attach(found)
       log.info(
@@ -278,7 +288,6 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
         'attached the server on its first request; call shutdown.attach(server) right after listen() so connections opened before the first request are handled too',
       )
     }
-    lastServer = found
     if (res) tracker.observe(req, res)
   }
 
@@ -305,12 +314,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
     if (req !== undefined) discover(req, res)
     if (!pass(req)) return undefined
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      leave()
-    }
+    return new Admission(leave).release()
   }
 
   function admit(req: AnyRequest, res: AnyResponse): boolean {
@@ -328,12 +332,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     const admission = (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
-    let dropped = false
-    return () => {
-      if (dropped) return
-      dropped = true
-      admission.drop()
-    }
+    return admission.release()
   }
 
   function track<T>(label: string, task: Promise<T> | ((signal: AbortSignal) => Promise<T>)): Promise<T> {
