@@ -1,6 +1,6 @@
 // A request sent on an idle keep-alive socket while the server's event loop is stalled, right after
 // stopping began, must be answered — not closed under (FIN without an answer, or RST). Found behind
-// nginx on a starved machine (e2e/repro/stalled-*.mjs): judging "quiet" by the clock alone cannot see
+// nginx on a starved machine (history in e2e/repro/README.md): judging "quiet" by the clock alone cannot see
 // requests still unread in the kernel after a stall, before the poll phase or inside it.
 import { fileURLToPath } from 'node:url'
 import { rawConnect, rawRequest, startFixture, stopFixtures, within } from '@lameduck/test-utils'
