@@ -21,7 +21,7 @@ interface Connection {
   readonly pending: Map<ServerResponse, ResponseWatcher | undefined>
   /** Requests pipelined behind this connection's last response (only ever set while stopping). */
   dropped: Set<AnyRequest> | undefined
-  /** When `pending` last became empty (or the socket opened). */
+  /** While stopping: when `pending` last became empty (or the socket opened). Not kept while serving. */
   idleSince: number
   /** A response with `Connection: close` has been chosen: anything pipelined after it is refused. */
   hasLastRequest: boolean
@@ -88,6 +88,10 @@ export function createServerTracker(options: {
   const http2Servers = new WeakSet<NetServer>()
   const http2Sockets = new Set<Socket>()
   let stopping = false
+  /**
+   * While stopping: when the last request arrived anywhere, or stopping began — whichever is later.
+   * Not kept while serving, where nothing reads it: no clock read on the per-request path.
+   */
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
   /** finish() ran: no more reaping (a check already queued finds nothing to do). */
@@ -105,7 +109,7 @@ export function createServerTracker(options: {
       socket,
       pending: new Map(),
       dropped: undefined,
-      idleSince: clock.now(),
+      idleSince: stopping ? clock.now() : Number.NEGATIVE_INFINITY,
       hasLastRequest: false,
       upgraded: false,
     }
@@ -161,7 +165,7 @@ export function createServerTracker(options: {
   function observe(req: AnyRequest, res: AnyResponse): void {
     // HTTP/2 streams need no bookkeeping: GOAWAY at stopping ends each session after its streams.
     if (req.httpVersionMajor >= 2) {
-      lastRequestAt = clock.now()
+      if (stopping) lastRequestAt = clock.now()
       return
     }
     const response = res as ServerResponse
@@ -169,7 +173,7 @@ export function createServerTracker(options: {
     const connection = connections.get(socket) ?? track(socket)
     // Seen already, or over before it was seen: nothing to wait for.
     if (connection.pending.has(response) || response.closed) return
-    lastRequestAt = clock.now()
+    if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()
       connection.dropped.add(req)
@@ -185,9 +189,9 @@ export function createServerTracker(options: {
   function responseClosed(connection: Connection, response: ServerResponse): void {
     const watcher = connection.pending.get(response)
     if (!connection.pending.delete(response)) return
-    if (connection.pending.size === 0) {
+    if (connection.pending.size === 0 && stopping) {
       connection.idleSince = clock.now()
-      if (stopping) scheduleReap(idleGraceMs)
+      scheduleReap(idleGraceMs)
     }
     watcher?.closed()
   }
@@ -338,6 +342,10 @@ export function createServerTracker(options: {
   function stop(): void {
     if (stopping) return
     stopping = true
+    // What happened before is not known (no clock is read while serving): a client may be about to
+    // reuse a connection that has just gone idle, so stopping counts as activity, and no socket is
+    // reaped before the server has been quiet for idleGraceMs since.
+    lastRequestAt = clock.now()
     for (const server of servers) {
       if (!server.listening) notListeningAtStop.add(server)
       stopServer(server)
