@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { LIBRARIES } from './libraries.mjs'
 import { cpuMicros, startServer } from './processes.mjs'
+import { runProfiles } from './profile.mjs'
 import { fmtRatioSpread, fmtSpread, median, table } from './stats.mjs'
 
 /** Client CPU at or above this share of one core means autocannon, not the server, set the pace. */
@@ -157,6 +158,8 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
     }
   }
 
+  const profiles = await runProfiles({ quick, plan, available, frameworks, log })
+
   const header = [
     'framework',
     'connections',
@@ -236,6 +239,8 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
       `used ≥ ${SATURATED * 100}% of a core, i.e. it may have saturated before the server.`,
     '',
     table(header, rows),
+    '',
+    profiles.markdown,
   ].join('\n')
-  return { markdown, summary }
+  return { markdown, summary: [...summary, ...profiles.summary] }
 }

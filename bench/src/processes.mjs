@@ -29,10 +29,10 @@ export const CLOCK_TICKS = (() => {
  * hide whether a library lets the process exit by itself. Control goes through signals.
  */
 export async function startServer(config, readyMs = 15_000) {
-  // BENCH_CPU_PROF=<dir>: every server writes a V8 CPU profile there when it exits (not when SIGKILLed).
-  const profile = process.env.BENCH_CPU_PROF
-    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
-    : []
+  // config.cpuProfileDir, or BENCH_CPU_PROF=<dir> for every server: a V8 CPU profile written there
+  // when the server exits (not when SIGKILLed).
+  const profileDir = config.cpuProfileDir ?? process.env.BENCH_CPU_PROF
+  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
   const child = spawn(process.execPath, ['--expose-gc', ...profile, SERVER_SCRIPT, JSON.stringify(config)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NODE_ENV: 'production' },
