@@ -1,7 +1,7 @@
 import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2Session } from 'node:http2'
 import { Server as NetServer, type Socket } from 'node:net'
-import { Server as TlsServer, type TLSSocket } from 'node:tls'
+import { type TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Clock } from './options.js'
 import { type AnyRequest, type AnyResponse, type Refusal, writeRefusal } from './refusal.js'
 
