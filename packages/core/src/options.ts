@@ -22,7 +22,7 @@ export interface ShutdownOptions {
   hookTimeoutMs?: number
   /** Cap in milliseconds on each `onClose` hook once the shutdown was forced by a second signal or `force()`. Default 1000. */
   forcedHookTimeoutMs?: number
-  /** Milliseconds the whole server must have received no request before idle keep-alive sockets are closed, so none is closed under a client about to reuse it. Default 50. */
+  /** Milliseconds the whole server must have received no request (counted from the start of stopping at the earliest) before idle keep-alive sockets are closed, so none is closed under a client about to reuse it. Default 50. */
   idleGraceMs?: number
   /** `'serve'` (default): the last request on an open connection is served with `Connection: close`. `'refuse'`: it gets the 503 refusal. */
   lateRequests?: LateRequestPolicy
