@@ -17,11 +17,16 @@ export interface ResponseWatcher {
 
 interface Connection {
   readonly socket: Socket
-  /** Responses not yet closed, in arrival order, each with the watcher the shutdown set (if counted). */
-  readonly pending: Map<ServerResponse, ResponseWatcher | undefined>
+  /**
+   * Responses not yet closed, in arrival order, and at the same index the watcher the shutdown set
+   * (if counted). Arrays, not a Map: almost always 0 or 1 entries (more only when pipelining), and a
+   * Map filled and emptied on every request costs several times more (hashing, table rebuilds).
+   */
+  readonly pending: ServerResponse[]
+  readonly watchers: Array<ResponseWatcher | undefined>
   /** Requests pipelined behind this connection's last response (only ever set while stopping). */
   dropped: Set<AnyRequest> | undefined
-  /** While stopping: when `pending` last became empty (or the socket opened). Not kept while serving. */
+  /** While stopping: when `pending` last emptied (or the socket opened). Not kept while serving. */
   idleSince: number
   /** A response with `Connection: close` has been chosen: anything pipelined after it is refused. */
   hasLastRequest: boolean
@@ -107,7 +112,8 @@ export function createServerTracker(options: {
     if (connection) return connection
     connection = {
       socket,
-      pending: new Map(),
+      pending: [],
+      watchers: [],
       dropped: undefined,
       idleSince: stopping ? clock.now() : Number.NEGATIVE_INFINITY,
       hasLastRequest: false,
@@ -119,9 +125,9 @@ export function createServerTracker(options: {
       if (connection.upgraded) upgradedCount--
       // Responses still pending here never close on their own if Node dropped them (pipelined
       // behind a response that closed the connection): the socket's close is theirs.
-      if (connection.pending.size > 0) {
-        const watchers = [...connection.pending.values()]
-        connection.pending.clear()
+      if (connection.pending.length > 0) {
+        const watchers = connection.watchers.splice(0)
+        connection.pending.length = 0
         for (const watcher of watchers) watcher?.closed()
       }
       events.onConnectionsChanged()
@@ -172,14 +178,15 @@ export function createServerTracker(options: {
     const socket = (req as IncomingMessage).socket
     const connection = connections.get(socket) ?? track(socket)
     // Seen already, or over before it was seen: nothing to wait for.
-    if (connection.pending.has(response) || response.closed) return
+    if (connection.pending.includes(response) || response.closed) return
     if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()
       connection.dropped.add(req)
       return
     }
-    connection.pending.set(response, undefined)
+    connection.pending.push(response)
+    connection.watchers.push(undefined)
     // The response's own 'close' (emitted once, so `on`); one that never comes is covered by the
     // socket's 'close' in track().
     response.on('close', () => responseClosed(connection, response))
@@ -187,19 +194,28 @@ export function createServerTracker(options: {
   }
 
   function responseClosed(connection: Connection, response: ServerResponse): void {
-    const watcher = connection.pending.get(response)
-    if (!connection.pending.delete(response)) return
-    if (connection.pending.size === 0 && stopping) {
+    const { pending, watchers } = connection
+    const at = pending.indexOf(response)
+    if (at === -1) return
+    const watcher = watchers[at]
+    // Responses close in order but for aborts: the first one, almost always the only one.
+    if (at === 0 && pending.length === 1) {
+      pending.pop()
+      watchers.pop()
+    } else {
+      pending.splice(at, 1)
+      watchers.splice(at, 1)
+    }
+    if (pending.length === 0 && stopping) {
       connection.idleSince = clock.now()
       scheduleReap(idleGraceMs)
     }
     watcher?.closed()
   }
 
-  function pendingOf(req: AnyRequest, res: AnyResponse): Connection['pending'] | undefined {
-    if (req.httpVersionMajor >= 2) return undefined
-    const pending = connections.get((req as IncomingMessage).socket)?.pending
-    return pending?.has(res as ServerResponse) ? pending : undefined
+  /** The HTTP/1 connection `req` came on, if tracked. */
+  function connectionOf(req: AnyRequest): Connection | undefined {
+    return req.httpVersionMajor >= 2 ? undefined : connections.get((req as IncomingMessage).socket)
   }
 
   function markLast(connection: Connection, response: ServerResponse): void {
@@ -352,13 +368,13 @@ export function createServerTracker(options: {
     }
     for (const session of sessions) session.close()
     for (const connection of connections.values()) {
-      if (connection.upgraded || connection.pending.size === 0) continue
+      if (connection.upgraded || connection.pending.length === 0) continue
       // The newest response is this connection's last: everything before it is answered as usual,
       // anything after it is refused. Only the newest: closing after an older one would drop the
       // responses queued behind it, whose handlers already ran. If the newest already has its
       // headers (a stream, or a response buffered behind a slower one), the socket is left to go
       // idle and is reaped like any idle socket.
-      const last = [...connection.pending.keys()].at(-1)
+      const last = connection.pending.at(-1)
       if (last && !last.headersSent) markLast(connection, last)
     }
     scheduleReap(0)
@@ -392,7 +408,7 @@ export function createServerTracker(options: {
     reapTimer = undefined
     let next = Number.POSITIVE_INFINITY
     for (const connection of connections.values()) {
-      if (connection.upgraded || connection.pending.size > 0 || connection.hasLastRequest) continue
+      if (connection.upgraded || connection.pending.length > 0 || connection.hasLastRequest) continue
       // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
       // long: a client mid-reuse would have shown up as a request by now.
       const quietSince = Math.max(lastRequestAt, connection.idleSince)
@@ -437,16 +453,19 @@ export function createServerTracker(options: {
     has: (server) => servers.has(server),
     observe,
     watch(req, res, watcher) {
-      const pending = pendingOf(req, res)
-      pending?.set(res as ServerResponse, watcher)
-      return pending !== undefined
+      const connection = connectionOf(req)
+      const at = connection?.pending.indexOf(res as ServerResponse) ?? -1
+      if (connection === undefined || at === -1) return false
+      connection.watchers[at] = watcher
+      return true
     },
-    watcherOf: (req, res) => pendingOf(req, res)?.get(res as ServerResponse),
+    watcherOf(req, res) {
+      const connection = connectionOf(req)
+      const at = connection?.pending.indexOf(res as ServerResponse) ?? -1
+      return at === -1 ? undefined : connection?.watchers[at]
+    },
     // Only a stopping server drops requests: the common case is one comparison.
-    isDropped: (req) =>
-      stopping &&
-      req.httpVersionMajor < 2 &&
-      connections.get((req as IncomingMessage).socket)?.dropped?.has(req) === true,
+    isDropped: (req) => stopping && connectionOf(req)?.dropped?.has(req) === true,
     stop,
     destroyAll,
     finish() {
@@ -463,7 +482,7 @@ export function createServerTracker(options: {
     get idleConnections() {
       let idle = 0
       for (const connection of connections.values())
-        if (!connection.upgraded && connection.pending.size === 0) idle++
+        if (!connection.upgraded && connection.pending.length === 0) idle++
       return idle
     },
     get serverCount() {
