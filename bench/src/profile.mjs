@@ -129,10 +129,12 @@ export async function runProfiles({ quick, plan, available, frameworks, log }) {
       `started with \`--cpu-prof\`, warmed up, loaded for ${seconds} s with the same autocannon arguments, ` +
       "then SIGTERMed (the profile is written at its exit). Over the loaded window, the self time of lameduck's " +
       "functions (the built `@lameduck/*` packages) as a share of the server's busy time (all samples but idle). " +
-      'A share within one process, so it hardly moves with machine load. It leaves out the Node work lameduck ' +
-      "causes in Node's own functions — a second `'request'` listener, a `'close'` listener per response, the " +
-      'garbage of both: the ratios above include those, and the framework cost of one more middleware ' +
-      '(the "empty middleware" arm).',
+      'A share within one process, so machine load moves it far less than the ratios. Two limits: samples ' +
+      "follow V8's inlining, which differs from run to run (a lameduck function inlined into a Node caller " +
+      "counts as Node's, and the reverse), hence the spread; and it leaves out the work lameduck causes in " +
+      "Node's own functions — a second `'request'` listener, a `'close'` listener per response, the garbage " +
+      'of both — which the ratios above include, with the framework cost of one more middleware (the ' +
+      '"empty middleware" arm).',
     '',
     table(['framework', 'requests', 'busy ms', "lameduck's own self time", 'top functions (last run)'], rows),
   ].join('\n')
