@@ -66,7 +66,11 @@ export function haproxyConfig(s: HaproxySettings): string {
     '  # Readiness: 200 while serving, 503 from the signal on (graceful({ health: true })).',
     '  option httpchk GET /readyz',
     '  http-check expect status 200',
-    `  default-server check inter ${s.checkIntervalMs} fall ${s.fall} rise ${s.rise}`,
+    '  # HAProxy closes an idle connection to an app only when it purges its pool (timeout http-keep-alive',
+    '  # is for client connections): within about 3 x pool-purge-delay of its last use (15 s with the 5 s',
+    "  # default). Kept under the app's keepAliveTimeout (Node: 5 s) so that HAProxy, not the app, closes it:",
+    '  # otherwise a request sent as the app closes is lost (e2e/repro/haproxy-keepalive-race.mjs).',
+    `  default-server check inter ${s.checkIntervalMs} fall ${s.fall} rise ${s.rise} pool-purge-delay 1s`,
     ...s.servers.map((server) => `  server ${server.name} 127.0.0.1:${server.port}`),
     '',
   ].join('\n')
