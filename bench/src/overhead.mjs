@@ -33,8 +33,23 @@ export function loadArguments(plan, mode) {
   )
 }
 
-function maxRequests(plan) {
-  return Math.round(200_000 * Math.max(plan.sliceS, plan.warmupS))
+/** A cap on requests per load of `seconds` (or a slice), so no load is unbounded in count. */
+function maxRequests(plan, seconds = plan.sliceS) {
+  return Math.round(200_000 * Math.max(seconds, plan.warmupS))
+}
+
+/**
+ * autocannon's options for the server on `port`: the same for every arm, slice, warm-up and profile
+ * run (`seconds` only sets the request cap; the caller adds `duration`).
+ */
+function loadOptions(plan, port, { mode = 'keep-alive', seconds } = {}) {
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    connections: plan.connections,
+    pipelining: plan.pipelining,
+    maxOverallRequests: maxRequests(plan, seconds),
+    ...(mode === 'close' ? { headers: { connection: 'close' } } : {}),
+  }
 }
 
 /** The groups of arms measured against each other, round by round. */
@@ -94,13 +109,7 @@ async function measureRound(plan, group) {
     for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
     const failed = started.find((outcome) => outcome.status === 'rejected')
     if (failed) throw failed.reason
-    const options = servers.map((server) => ({
-      url: `http://127.0.0.1:${server.port}/`,
-      connections: plan.connections,
-      pipelining: plan.pipelining,
-      maxOverallRequests: maxRequests(plan),
-      ...(group.mode === 'close' ? { headers: { connection: 'close' } } : {}),
-    }))
+    const options = servers.map((server) => loadOptions(plan, server.port, { mode: group.mode }))
     for (const option of options) await autocannon({ ...option, duration: plan.warmupS })
     const totals = servers.map(() => ({ ok: 0, problems: 0, wallUs: 0, clientUs: 0, cpuStart: 0, cpuEnd: 0 }))
     const forward = servers.map((_, i) => i)
@@ -158,7 +167,7 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
     }
   }
 
-  const profiles = await runProfiles({ quick, plan, available, frameworks, log })
+  const profiles = await runProfiles({ quick, plan, available, frameworks, log, loadOptions })
 
   const header = [
     'framework',

@@ -48,7 +48,7 @@ export function ownShare(profile, fromMs, toMs) {
 }
 
 /** One profiled run: a fresh lameduck server, warmed up, loaded for `seconds`, then SIGTERMed. */
-async function profileOnce(fw, plan, seconds) {
+async function profileOnce(fw, plan, seconds, loadOptions) {
   const dir = mkdtempSync(join(tmpdir(), 'lameduck-bench-profile-'))
   try {
     const server = await startServer({
@@ -59,12 +59,7 @@ async function profileOnce(fw, plan, seconds) {
       maxLifeMs: 120_000,
       cpuProfileDir: dir,
     })
-    const options = {
-      url: `http://127.0.0.1:${server.port}/`,
-      connections: plan.connections,
-      pipelining: plan.pipelining,
-      maxOverallRequests: Math.round(200_000 * Math.max(seconds, plan.warmupS)),
-    }
+    const options = loadOptions(plan, server.port, { seconds })
     await autocannon({ ...options, duration: plan.warmupS })
     const startedAt = performance.now()
     const result = await autocannon({ ...options, duration: seconds })
@@ -83,8 +78,11 @@ async function profileOnce(fw, plan, seconds) {
   }
 }
 
-/** Runs the profiles of the section; returns `{ markdown, summary }`. */
-export async function runProfiles({ quick, plan, available, frameworks, log }) {
+/**
+ * Runs the profiles of the section with the section's own `loadOptions(plan, port, { seconds })`;
+ * returns `{ markdown, summary }`.
+ */
+export async function runProfiles({ quick, plan, available, frameworks, log, loadOptions }) {
   const runs = quick ? 1 : 3
   const seconds = quick ? 1 : 3
   const chosen = frameworks.filter((fw) => available[fw] && (!quick || fw === 'express'))
@@ -93,7 +91,7 @@ export async function runProfiles({ quick, plan, available, frameworks, log }) {
   for (const fw of chosen) {
     const results = []
     for (let run = 0; run < runs; run++) {
-      const result = await profileOnce(fw, plan, seconds)
+      const result = await profileOnce(fw, plan, seconds, loadOptions)
       if (result === undefined) {
         log(`  profile run ${run + 1}/${runs} ${fw}: no profile (the server did not exit 0)`)
         continue
