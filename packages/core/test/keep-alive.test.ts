@@ -130,4 +130,49 @@ describe('keep-alive connections through a shutdown', () => {
     expect(response.headers.connection).toBe('close')
     expect((await report).graceful).toBe(true)
   })
+
+  it('keeps count of connections that close in any order, then closes each one left with a FIN', async () => {
+    const stopping: Record<string, unknown>[] = []
+    const logger = {
+      info(fields: Record<string, unknown>, message: string) {
+        if (message.startsWith('stopping')) stopping.push(fields)
+      },
+      warn() {},
+      error() {},
+    }
+    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 30, logger })
+    const { port, server } = app
+    // Added after the tracker's own listeners: a close counted here has been seen by the tracker.
+    let closedOnServer = 0
+    server.on('connection', (socket: net.Socket) => socket.on('close', () => closedOnServer++))
+    const raws = []
+    for (let i = 0; i < 12; i++) {
+      const raw = await rawConnect(port)
+      raw.write(rawRequest('GET', `/c${i}`))
+      await raw.waitFor(`ok /c${i}`)
+      raws.push(raw)
+    }
+    // Closed by the client out of opening order: first, last and middle entries leave the server's list.
+    const gone = [3, 0, 11, 7, 5]
+    for (const i of gone) raws[i]?.socket.end()
+    await until(() => closedOnServer === gone.length, 2_000, 'the server to see 5 closes')
+    const left = raws.filter((_, i) => !gone.includes(i))
+    const busy = left[2] as (typeof left)[number]
+    busy.write(rawRequest('GET', '/slow'))
+    const gate = await within(2_000, app.nextParked(), 'the slow request')
+    const report = app.shutdown.close('test')
+    await until(() => stopping.length > 0, 2_000, 'the stopping line')
+    expect(stopping[0]).toMatchObject({ connections: 7, idle: 6, inFlight: 1 })
+    gate.resolve()
+    const closes = await within(
+      3_000,
+      Promise.all(left.map((raw) => raw.closed)),
+      'every connection left to be closed by the server',
+    )
+    for (const closed of closes) expect(closed.error).toBeUndefined()
+    expect(parseResponses(closes[2]?.data ?? '').at(-1)?.headers.connection).toBe('close')
+    const done = await within(2_000, report, 'the report')
+    expect(done.graceful).toBe(true)
+    expect(done.connectionsDestroyed).toBe(0)
+  })
 })
