@@ -62,6 +62,18 @@ export const LIBRARIES = {
       "`gracefulShutdown(server, { timeout: T, signals: 'SIGINT SIGTERM' })`; `forceExit` at its default " +
       '(true: `process.exit` at the end).',
   },
+  'close-all': {
+    label: "Node's closeAllConnections()",
+    frameworks: ['express'],
+    // The floor of the scale section: what closing every socket at once costs on this machine, with
+    // no grace and no library. Not a graceful shutdown (it cuts requests in flight), so the shutdown
+    // section leaves it out.
+    sections: ['scale'],
+    config:
+      "Scale section only, the floor: `process.once('SIGTERM', () => { server.close(); " +
+      'server.closeAllConnections() })` — Node destroys every connection at once, no grace, no library; ' +
+      'the process exits when its event loop empties.',
+  },
   'fastify-close': {
     label: 'fastify close()',
     frameworks: ['fastify'],

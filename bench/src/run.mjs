@@ -143,11 +143,13 @@ for (const fw of frameworks) {
     throw new Error(`--fw: unknown framework "${fw}"; known: ${Object.keys(ADAPTERS).join(', ')}`)
 }
 const rows = []
-for (const [lib, { frameworks: where }] of Object.entries(LIBRARIES)) {
+for (const [lib, { frameworks: where, sections }] of Object.entries(LIBRARIES)) {
   if (!libs.includes(lib)) continue
   for (const fw of where)
-    if (frameworks.includes(fw) && (lib !== 'lameduck' || available[fw])) rows.push({ lib, fw })
+    if (frameworks.includes(fw) && (lib !== 'lameduck' || available[fw])) rows.push({ lib, fw, sections })
 }
+/** The rows of a section: those not limited to other sections. */
+const rowsOf = (section) => rows.filter((row) => row.sections === undefined || row.sections.includes(section))
 
 const sections = []
 const summary = []
@@ -166,10 +168,10 @@ for (const name of only) {
         ? await runShutdown({
             quick,
             runs,
-            rows: rows.filter((r) => r.lib !== 'none' || r.fw === 'express'),
+            rows: rowsOf('shutdown').filter((r) => r.lib !== 'none' || r.fw === 'express'),
             log,
           })
-        : await runScale({ quick, runs, rows, log })
+        : await runScale({ quick, runs, rows: rowsOf('scale'), log })
   const seconds = Math.round((Date.now() - sectionStarted) / 1000)
   sections.push(`## ${titles[name]}\n\n${result.markdown}\n\n_Section time: ${seconds} s._`)
   summary.push(...result.summary)

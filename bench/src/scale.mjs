@@ -197,6 +197,14 @@ export async function runScale({ quick, runs, rows, log }) {
     ]),
   )
   const summary = []
+  for (const row of data.filter((r) => r.lib === 'close-all')) {
+    summary.push(
+      `floor, ${rowLabel(row.lib, row.fw)}, scale: ${plan.idle} idle connections all closed in ` +
+        `${fmtSpread(row.idle.map((r) => r.allClosedMs))} ms (child's own clock ` +
+        `${fmtSpread(row.idle.map((r) => r.childAllClosedMs))} ms): every socket destroyed at once, no grace — ` +
+        'what closing them costs on this machine',
+    )
+  }
   for (const row of data.filter((r) => r.lib === 'lameduck')) {
     const lost = row.inflight.reduce((total, r) => total + r.lost, 0)
     summary.push(
@@ -211,7 +219,9 @@ export async function runScale({ quick, runs, rows, log }) {
     '',
     `**Idle connections.** ${plan.idle} keep-alive connections opened (200 at a time), each served one ` +
       '`GET /`, then SIGTERM; time until the client saw every one of them closed, and how many were closed ' +
-      'by a reset instead of a FIN.',
+      'by a reset instead of a FIN. "Node\'s closeAllConnections()" is the floor: every socket destroyed ' +
+      'at the signal, with no grace and no library, so it shows what the machine itself ' +
+      'takes to close that many sockets.',
     '',
     idleTable,
     '',

@@ -246,6 +246,13 @@ async function wire(server, app) {
       gracefulShutdown(server, { timeout: timeoutMs, signals: 'SIGINT SIGTERM' })
       return
     }
+    case 'close-all': {
+      process.once('SIGTERM', () => {
+        server.close()
+        server.closeAllConnections()
+      })
+      return
+    }
     case 'fastify-close': {
       if (!app) throw new Error('fastify-close runs on Fastify only')
       process.once('SIGTERM', () => {
