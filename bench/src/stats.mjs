@@ -19,6 +19,42 @@ export function spread(values) {
   }
 }
 
+/**
+ * An interval for the median of `values` that assumes nothing about their distribution: the k-th
+ * smallest and k-th largest value, with the largest k whose coverage, 1 − 2·P(B < k) for B the number
+ * of values below the true median (Binomial(n, ½)), is still at least `confidence`. With too few values
+ * for that, k = 1 (min–max) and whatever coverage that has (5 values: 93.75 %; 1 value: 0).
+ */
+export function medianInterval(values, confidence = 0.9) {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b)
+  const n = sorted.length
+  if (n === 0) return { low: Number.NaN, high: Number.NaN, coverage: 0 }
+  // P(B = i) for i = 0…n, built up from P(B = 0) = 2^-n.
+  const pmf = [2 ** -n]
+  for (let i = 1; i <= n; i++) pmf.push((pmf[i - 1] * (n - i + 1)) / i)
+  let k = 1
+  let below = pmf[0] // P(B < k)
+  while (2 * (k + 1) <= n + 1 && 1 - 2 * (below + pmf[k]) >= confidence) {
+    below += pmf[k]
+    k++
+  }
+  return { low: sorted[k - 1], high: sorted[n - k], coverage: Math.max(0, 1 - 2 * below) }
+}
+
+/**
+ * Whether `values` (per-round ratios) show a target `≤ limit` met, missed or neither: met when the
+ * median's interval lies at or below it, not met when it lies above, otherwise not decided — the
+ * rounds disagree more than the gap.
+ */
+export function verdict(values, limit) {
+  const { low, high, coverage } = medianInterval(values)
+  if (coverage === 0) return `one round: ${median(values) <= limit ? 'met' : 'not met'}, not a verdict`
+  const interval = `the median's ${(coverage * 100).toFixed(coverage >= 0.995 ? 0 : 1)} % interval is ${low.toFixed(3)}–${high.toFixed(3)}×`
+  if (high <= limit) return `met in this run; ${interval}`
+  if (low > limit) return `not met in this run; ${interval}`
+  return `not decided by this run; ${interval}`
+}
+
 /** `1,234` style, `digits` decimals; `–` for NaN. */
 export function fmt(value, digits = 0) {
   if (!Number.isFinite(value)) return '–'
