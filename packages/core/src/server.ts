@@ -121,7 +121,9 @@ export function createServerTracker(options: {
     if (known) return known
     const connection: Connection = {
       socket,
-      index: connections.length,
+      // Closed before it was ever seen (a request entered late, from a server attached late): kept
+      // out of the list, since its 'close' will not come again.
+      index: socket.closed ? -1 : connections.length,
       pending: [],
       watchers: [],
       dropped: undefined,
@@ -129,8 +131,9 @@ export function createServerTracker(options: {
       hasLastRequest: false,
       upgraded: false,
     }
-    connections.push(connection)
     tracked[CONNECTION] = connection
+    if (connection.index === -1) return connection
+    connections.push(connection)
     // One listener for every socket (no closure, no once wrapper per connection).
     socket.on('close', onSocketClose)
     if (stopping) scheduleReap(0)
@@ -198,8 +201,8 @@ export function createServerTracker(options: {
     const response = res as ServerResponse
     const socket = (req as IncomingMessage).socket
     const connection = (socket as TrackedSocket)[CONNECTION] ?? track(socket)
-    // Seen already, or over before it was seen: nothing to wait for.
-    if (connection.pending.includes(response) || response.closed) return
+    // Seen already, or over before it was seen (its connection too): nothing to wait for.
+    if (connection.index === -1 || connection.pending.includes(response) || response.closed) return
     if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()

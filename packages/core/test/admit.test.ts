@@ -96,6 +96,36 @@ describe('admit(): the adapters’ gate', () => {
     expect(report.graceful).toBe(true)
   })
 
+  it.each([
+    ['attached from the start', true],
+    ['first seen through that request', false],
+  ])(
+    'admits a request entered only after its connection closed without keeping the drain open (server %s)',
+    async (_, attached) => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const arrived = deferred<void>()
+      const entered = deferred<boolean>()
+      const server = http.createServer((req, res) => {
+        arrived.resolve()
+        // Entered late, as an adapter behind asynchronous work would: once the connection is gone.
+        req.socket.once('close', () => entered.resolve(shutdown.admit(req, res)))
+      })
+      if (attached) shutdown.attach(server)
+      const port = await listen(server)
+      cleanups.push(() => closeServer(server))
+      const raw = await rawConnect(port)
+      raw.write(rawRequest('GET', '/late'))
+      await within(2_000, arrived.promise, 'the request to arrive')
+      raw.socket.destroy()
+      expect(await within(2_000, entered.promise, 'the late admit')).toBe(true)
+      expect(shutdown.inFlight).toBe(0)
+      // Well before the 5 s deadline: the closed connection is not waited for.
+      const report = await within(1_000, shutdown.close('test'), 'the drain, before its deadline')
+      expect(report.graceful).toBe(true)
+      expect(report.connectionsDestroyed).toBe(0)
+    },
+  )
+
   it('refuses what enter() refuses: a late request under lateRequests refuse, counted as refused', async () => {
     const { shutdown, port, next, refused } = await start({ lateRequests: 'refuse' })
     const raw = await rawConnect(port)
