@@ -12,7 +12,8 @@ export const COMMON_SERVER_SETTINGS =
  * Shutdown libraries. `frameworks` lists where each is run in the shutdown and scale sections:
  * lameduck on all three adapters, no library on all three (Express only in the shutdown section),
  * the server-level libraries on Express (they only see the `http.Server`), Fastify's own `close()`
- * on Fastify.
+ * on Fastify. `sections`, when set, keeps a row to those sections (the scale section's floor, which
+ * is no graceful shutdown).
  */
 export const LIBRARIES = {
   none: {
