@@ -79,6 +79,8 @@ function groups(available, quick, frameworks) {
   }
   for (const fw of quick ? ['express'] : ['express', 'koa', 'fastify']) {
     const arms = [{ id: 'bare', label: 'bare', lib: 'none', health: false }]
+    // The floor here too: with a connection per request, an empty hook can cost more than 2 %.
+    if (!quick) arms.push({ id: 'noop', label: 'empty middleware', lib: 'none', noop: true, health: false })
     if (available[fw]) arms.push({ id: 'lameduck', label: 'lameduck', lib: 'lameduck', health: false })
     list.push({ fw, mode: 'close', arms })
   }
