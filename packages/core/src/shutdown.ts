@@ -80,6 +80,8 @@ export interface Shutdown {
    * for a pipelined response Node dropped, until its socket closed) — no release to call. Returns
    * false when the request must be refused, for the same reasons as {@link Shutdown.enter}. Cheaper
    * than `enter()` plus a `'close'` listener: the connection bookkeeping already watches the response.
+   * Idempotent: a request admitted already (two adapters on one Shutdown, an app mounted inside
+   * another) returns true and stays counted once.
    */
   admit(req: AnyRequest, res: AnyResponse): boolean
   /**
@@ -319,6 +321,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
   function admit(req: AnyRequest, res: AnyResponse): boolean {
     discover(req, res)
+    // Admitted already by this Shutdown (a second graceful() on the way: an app mounted in another,
+    // a router with its own): counted once, or its first admission would never be released.
+    if ((tracker.watcherOf(req, res) ?? unwatched.get(res)) !== undefined) return true
     if (!pass(req)) return false
     const admission = new Admission(leave)
     if (!tracker.watch(req, res, admission)) {

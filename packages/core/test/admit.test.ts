@@ -82,6 +82,24 @@ describe('admit(): the adapters’ gate', () => {
     expect((await raw.waitFor(/ok[\s\S]*ok$/)).match(/HTTP\/1\.1 200/g)).toHaveLength(2)
   })
 
+  it('counts a request admitted twice (two adapters on one Shutdown) once, and releases it', async () => {
+    const { shutdown, port, next } = await start({ drainDelayMs: 0 })
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/mounted'))
+    const { req, res } = await next()
+    // A second graceful() on the way, e.g. an app mounted inside another that has its own.
+    expect(shutdown.admit(req, res)).toBe(true)
+    expect(shutdown.inFlight).toBe(1)
+    const closed = nextEvent(res, 'close')
+    answer(res)
+    await within(2_000, closed, 'the response to close')
+    expect(shutdown.inFlight).toBe(0)
+    const report = await within(2_000, shutdown.close('test'), 'the drain')
+    expect(report.graceful).toBe(true)
+    expect(report.requests.forced).toBe(0)
+  })
+
   it('releases a request whose client aborted, and the drain then completes gracefully', async () => {
     const { shutdown, port, next } = await start()
     const raw = await rawConnect(port)
@@ -238,6 +256,8 @@ describe('hold(): counted past the response', () => {
     const ended = nextEvent(stream, 'end')
     const { req, res } = await within(2_000, arrived.promise, 'the stream to arrive')
     const release = shutdown.hold(req, res)
+    // Admitted again (a second adapter on the same Shutdown): still counted once.
+    expect(shutdown.admit(req, res)).toBe(true)
     expect(shutdown.inFlight).toBe(1)
     const closed = nextEvent(res, 'close')
     res.writeHead(200).end('ok')
