@@ -88,8 +88,11 @@ export interface Shutdown {
    * Keeps the request of `res`, admitted by {@link Shutdown.admit}, counted until the returned
    * release is called as well — for work that outlives the response (a handler still running after
    * its client aborted). A no-op release when the request is not counted or already released.
+   * `whenResponseCloses`, if given, is called once the response has closed (finished or aborted)
+   * while the request is still counted — soon if it already has: an adapter holding the request for
+   * a handler that has not started yet can then tell whether it still will.
    */
-  hold(req: AnyRequest, res: AnyResponse): Release
+  hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release
   /**
    * Lets the shutdown see a request it must not count — a health probe answered before the gate:
    * an unattached server is discovered from it and its connection follows the same rules (its
@@ -138,9 +141,34 @@ const RANK: Readonly<Record<ShutdownState, number>> = {
  */
 class Admission implements ResponseWatcher {
   holds = 1
+  responseClosed = false
+  /** Set through `hold(req, res, whenResponseCloses)`: told before the response's own hold drops. */
+  private tell: (() => void) | undefined = undefined
   constructor(private readonly leave: () => void) {}
   closed(): void {
-    this.drop()
+    this.responseClosed = true
+    const tell = this.tell
+    this.tell = undefined
+    try {
+      tell?.()
+    } finally {
+      this.drop()
+    }
+  }
+  /** Calls `told` once the response has closed (soon, if it has already). */
+  whenResponseCloses(told: () => void): void {
+    if (this.responseClosed) {
+      queueMicrotask(told)
+      return
+    }
+    const before = this.tell
+    this.tell =
+      before === undefined
+        ? told
+        : () => {
+            before()
+            told()
+          }
   }
   /** The first holder's release, or one for a holder just added: idempotent. */
   release(): Release {
@@ -333,10 +361,11 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     return true
   }
 
-  function hold(req: AnyRequest, res: AnyResponse): Release {
+  function hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
     const admission = (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
+    if (whenResponseCloses !== undefined) admission.whenResponseCloses(whenResponseCloses)
     return admission.release()
   }
 

@@ -219,6 +219,26 @@ describe('hold(): counted past the response', () => {
     expect(shutdown.inFlight).toBe(0)
   })
 
+  it('tells whenResponseCloses once the response has closed, while still held, before the count can drop', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/told'))
+    const { req, res } = await next()
+    const told: number[] = []
+    const release = shutdown.hold(req, res, () => told.push(shutdown.inFlight))
+    const second = shutdown.hold(req, res, () => told.push(-1))
+    second()
+    expect(told).toEqual([])
+    const closed = nextEvent(res, 'close')
+    raw.socket.destroy()
+    await within(2_000, closed, 'the aborted response to close')
+    // Both callbacks once, in the order given (the released hold's too: the request is still counted).
+    expect(told).toEqual([1, -1])
+    expect(shutdown.inFlight).toBe(1)
+    release()
+    expect(shutdown.inFlight).toBe(0)
+  })
+
   it('is a no-op for a request that was never admitted or is already released', async () => {
     const { shutdown, port, next } = await start()
     const raw = await rawConnect(port)

@@ -1,12 +1,13 @@
 import {
   type AdapterOptions,
   healthAnswer,
+  type Release,
   resolveAdapterOptions,
   type Shutdown,
   whenSettled,
   writeRefusal,
 } from '@lameduck/core'
-import type { FastifyInstance, FastifyPluginAsync, RawServerBase } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest, RawServerBase } from 'fastify'
 import fp from 'fastify-plugin'
 
 export * from '@lameduck/core'
@@ -38,6 +39,33 @@ function withAppLogger(options: unknown, app: FastifyInstance<RawServerBase>): G
   return given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given
 }
 
+/** Where onRequest leaves the hold the route handler takes over. */
+const HANDLER_HOLD: unique symbol = Symbol('lameduck handler hold')
+type HeldRequest = FastifyRequest & { [HANDLER_HOLD]: Release | null }
+/** What responseClosed() reads of a reply, whatever the server type. */
+type SentReply = {
+  readonly sent: boolean
+  readonly raw: { once(event: 'prefinish', listener: () => void): unknown }
+}
+
+/**
+ * The response closed: if the handler has not taken the hold, find out whether it still will. A
+ * reply already sent or hijacked (a hook answered, a 404, an error) means it will not. A client that
+ * left before the handler started does not stop Fastify: the handler may still run (it takes the
+ * hold), or the chain ends without it, with Fastify ending the reply (`'prefinish'`).
+ */
+function responseClosed(request: HeldRequest, reply: SentReply): void {
+  const early = request[HANDLER_HOLD]
+  if (early === null) return
+  const letGo = () => {
+    if (request[HANDLER_HOLD] !== early) return
+    request[HANDLER_HOLD] = null
+    early()
+  }
+  if (reply.sent) letGo()
+  else reply.raw.once('prefinish', letGo)
+}
+
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
   // First: registered twice, this throws FST_ERR_DEC_ALREADY_PRESENT before a second Shutdown (with
   // its signal listeners) exists.
@@ -46,6 +74,9 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   shutdown.attach(app.server)
 
   const wrapped = new WeakSet<object>()
+  // The hold taken in onRequest for the route handler, until the handler takes it over. Declared so
+  // every Fastify request keeps one shape.
+  app.decorateRequest(HANDLER_HOLD, null)
   let fastifyCloseStarted = false
   let fastifyCloseReached: () => void = () => {}
   const reachedFastifyClose = new Promise<void>((resolve) => {
@@ -58,8 +89,12 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
     const handler = route.handler
     if (wrapped.has(handler)) return
     route.handler = function gracefulHandler(this: unknown, request, reply) {
-      // A no-op when the request was not admitted (a probe) or its response already closed.
-      const release = shutdown.hold(request.raw, reply.raw)
+      // The hold onRequest took, now the handler's; a new one (a no-op when the request was not
+      // admitted or its response already closed) if onRequest did not run for it.
+      const held = request as HeldRequest
+      const early = held[HANDLER_HOLD]
+      held[HANDLER_HOLD] = null
+      const release = early ?? shutdown.hold(request.raw, reply.raw)
       let result: unknown
       try {
         result = handler.call(this as never, request, reply)
@@ -82,14 +117,33 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
         return done()
       }
     }
-    // Counted until its response closes; the handler wrapper above holds it while the handler runs.
+    // Counted until its response closes, and held from here until the route handler has settled:
+    // Fastify runs the rest of the chain (an async preHandler, the handler) even after the client
+    // has gone, and the close hooks must not run under it.
     if (!shutdown.admit(request.raw, reply.raw)) {
       reply.hijack()
       writeRefusal(request.raw, reply.raw, shutdown.refusal(request.raw))
       return done()
     }
+    ;(request as HeldRequest)[HANDLER_HOLD] = shutdown.hold(request.raw, reply.raw, () =>
+      responseClosed(request as HeldRequest, reply),
+    )
     done()
   })
+
+  // An HTTP/2 response whose stream has closed ignores end() and emits nothing: after a client
+  // abort, a chain that ends without the handler is seen here instead, as Fastify sends the reply.
+  if (app.initialConfig.http2 === true) {
+    app.addHook('onSend', function gracefulOnSend(request, _reply, payload, done) {
+      const held = request as HeldRequest
+      const early = held[HANDLER_HOLD]
+      if (early !== null) {
+        held[HANDLER_HOLD] = null
+        early()
+      }
+      done(null, payload)
+    })
+  }
 
   // Signal (or shutdown.close()) path: after the drain, in the core's closing phase, Fastify closes
   // (preClose, server.close, its onClose hooks) as one bounded hook. On the app.close() path the
@@ -113,7 +167,9 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
  * Graceful shutdown for Fastify 5, one plugin for the whole app (wrapped with fastify-plugin):
  * `await app.register(graceful, { timeoutMs: 10_000, health: true })`. It attaches `app.server`,
  * decorates `app.shutdown`, counts each request in the first `onRequest` hook and releases it once
- * its response has closed and its handler has finished; once stopping, a request the core refuses
+ * its response has closed and its handler has finished (a client that leaves during an async
+ * `preHandler` does not stop Fastify: the request stays counted until the handler it still runs has
+ * finished, or the chain has ended without it); once stopping, a request the core refuses
  * gets the core's 503, written raw. With `health`, `GET`/`HEAD` probes are answered before the gate.
  *
  * One close sequence: a signal drains, runs the core's `onClose` hooks newest first, then

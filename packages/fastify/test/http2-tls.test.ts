@@ -9,6 +9,7 @@ import {
   startFixture,
   stopFixtures,
   tlsCredentials,
+  until,
   within,
 } from '@lameduck/test-utils'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
@@ -335,4 +336,50 @@ describe('the idle reaper leaves HTTP/2 streams in flight alone', () => {
     // graceful, 1 completed, 0 connections destroyed.
     expect(outcome).toEqual({ status: 200, body: 'slow', error: undefined, rstCode: 0 })
   })
+})
+
+describe('a stream cancelled before its handler started, on HTTP/2', () => {
+  it.each([
+    ['throws', 'throw'],
+    ['lets the handler run', 'pass'],
+  ])(
+    'is held while its preHandler runs and released once the chain ends, when the preHandler %s',
+    async (_, how) => {
+      const inPreHandler = deferred<void>()
+      const responseClosed = deferred<void>()
+      const gate = deferred<void>()
+      const handlerRan: string[] = []
+      const { app, port } = await startFastify(
+        (app) => {
+          app.get(
+            '/guarded',
+            {
+              preHandler: async (_request, reply) => {
+                reply.raw.once('close', () => responseClosed.resolve())
+                inPreHandler.resolve()
+                await gate.promise
+                if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
+              },
+            },
+            async () => {
+              handlerRan.push(`handler, inFlight ${app.shutdown.inFlight}`)
+              return 'ok'
+            },
+          )
+        },
+        DEFAULTS,
+        secureHttp2(false),
+      )
+      const session = await connect(port)
+      const stream = session.request({ ':path': '/guarded' })
+      stream.on('error', () => {})
+      await within(2_000, inPreHandler.promise, 'the preHandler to run')
+      stream.close(http2.constants.NGHTTP2_CANCEL)
+      await within(2_000, responseClosed.promise, 'the server to see the stream cancelled')
+      expect(app.shutdown.inFlight).toBe(1)
+      gate.resolve()
+      await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+      expect(handlerRan).toEqual(how === 'throw' ? [] : ['handler, inFlight 1'])
+    },
+  )
 })

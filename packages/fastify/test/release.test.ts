@@ -112,6 +112,88 @@ describe('counting requests: released once the response has closed and the handl
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
   })
 
+  it('keeps a request aborted during an async preHandler counted through the handler Fastify still runs', async () => {
+    const inPreHandler = deferred<void>()
+    const responseClosed = deferred<void>()
+    const gate = deferred<void>()
+    const order: string[] = []
+    const { app, port } = await startFastify((app) => {
+      app.addHook('onClose', async () => {
+        order.push('onClose hook')
+      })
+      app.get(
+        '/work',
+        {
+          // An auth lookup, say: the client gives up while it runs.
+          preHandler: async (_request, reply) => {
+            reply.raw.once('close', () => responseClosed.resolve())
+            inPreHandler.resolve()
+            await gate.promise
+          },
+        },
+        async () => {
+          order.push(`handler start, inFlight ${app.shutdown.inFlight}`)
+          await new Promise((resolve) => setImmediate(resolve))
+          order.push('handler end')
+          return 'too late'
+        },
+      )
+    })
+    const client = http.get({ host: '127.0.0.1', port, path: '/work' })
+    client.on('error', () => {})
+    await within(2_000, inPreHandler.promise, 'the preHandler to run')
+    client.destroy()
+    await within(2_000, responseClosed.promise, 'the server to see the abort')
+    expect(app.shutdown.inFlight).toBe(1)
+    const closing = app.shutdown.close('test')
+    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    gate.resolve()
+    const report = await within(3_000, closing, 'the shutdown')
+    expect(report.graceful).toBe(true)
+    expect(report.requests.completed).toBe(1)
+    expect(order).toEqual(['handler start, inFlight 1', 'handler end', 'onClose hook'])
+  })
+
+  it.each([
+    ['throws (a 401 as an error)', 'throw'],
+    ['sends the reply itself', 'send'],
+  ])(
+    'releases a request aborted during a preHandler that then %s, without waiting for the deadline',
+    async (_, how) => {
+      const inPreHandler = deferred<void>()
+      const responseClosed = deferred<void>()
+      const gate = deferred<void>()
+      const handlerRan: string[] = []
+      const { app, port } = await startFastify((app) => {
+        app.get(
+          '/guarded',
+          {
+            preHandler: async (_request, reply) => {
+              reply.raw.once('close', () => responseClosed.resolve())
+              inPreHandler.resolve()
+              await gate.promise
+              if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
+              return reply.code(401).send('no')
+            },
+          },
+          async () => {
+            handlerRan.push('/guarded')
+            return 'ok'
+          },
+        )
+      })
+      const client = http.get({ host: '127.0.0.1', port, path: '/guarded' })
+      client.on('error', () => {})
+      await within(2_000, inPreHandler.promise, 'the preHandler to run')
+      client.destroy()
+      await within(2_000, responseClosed.promise, 'the server to see the abort')
+      expect(app.shutdown.inFlight).toBe(1)
+      gate.resolve()
+      await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+      expect(handlerRan).toEqual([])
+    },
+  )
+
   it('releases an aborted request at once when no handler is running (still reading the body)', async () => {
     const responseClosed = deferred<void>()
     const handlerRan: string[] = []
@@ -141,9 +223,14 @@ describe('counting requests: released once the response has closed and the handl
     expect(handlerRan).toEqual([])
   })
 
-  it('releases 404s, body errors and hijacked replies', async () => {
+  it('releases 404s, body errors, hijacked replies and replies sent by a hook', async () => {
     const { app, port } = await startFastify((app) => {
       app.post('/json', async (request) => request.body)
+      app.get(
+        '/denied',
+        { preHandler: async (_request, reply) => reply.code(401).send('no') },
+        async () => 'ok',
+      )
       app.get('/hijack', (_request, reply) => {
         reply.hijack()
         reply.raw.writeHead(200, { 'content-type': 'text/plain' })
@@ -161,6 +248,7 @@ describe('counting requests: released once the response has closed and the handl
     })
     expect(bad.status).toBe(400)
     expect(await request(port, { agent, path: '/hijack' })).toMatchObject({ status: 200, body: 'raw' })
+    expect(await request(port, { agent, path: '/denied' })).toMatchObject({ status: 401, body: 'no' })
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
     agent.destroy()
   })
