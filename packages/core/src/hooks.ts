@@ -22,6 +22,17 @@ export interface HookEntry {
   readonly timeoutMs: number | undefined
 }
 
+/** What else bounds a hook besides its own timeout. */
+export interface HookBounds {
+  /** Settles at the shutdown's deadline: a drain hook still running is cut there and then. */
+  readonly cutoff?: Promise<unknown> | undefined
+  /**
+   * Settles when the shutdown is forced: a close hook still running gets at most `forcedTimeoutMs`
+   * more, counted from then (a hook with less time left keeps its own timeout).
+   */
+  readonly forced?: { readonly promise: Promise<unknown>; readonly timeoutMs: number } | undefined
+}
+
 /**
  * Runs one hook, bounded: resolves when the hook settles or its timeout passes, whichever is first,
  * and never rejects. The timer stays ref'd so the process cannot slip out under a hook.
@@ -31,7 +42,7 @@ export function runHook(
   phase: HookOutcome['phase'],
   timeoutMs: number,
   clock: Clock,
-  cutoff?: Promise<unknown>,
+  bounds: HookBounds = {},
 ): Promise<HookOutcome> {
   const startedAt = clock.now()
   const controller = new AbortController()
@@ -44,15 +55,28 @@ export function runHook(
       const outcome = { label: entry.label, phase, ok, timedOut, durationMs: clock.now() - startedAt }
       resolve(error === undefined ? outcome : { ...outcome, error })
     }
-    const timer = clock.setTimeout(() => {
-      controller.abort(new Error(`hook "${entry.label}" timed out after ${timeoutMs} ms`))
-      settle(false, true, new Error(`timed out after ${timeoutMs} ms`))
-    }, timeoutMs)
+    const timeOut = (why: string) => () => {
+      controller.abort(new Error(`hook "${entry.label}" ${why}`))
+      settle(false, true, new Error(why))
+    }
+    let timer = clock.setTimeout(timeOut(`timed out after ${timeoutMs} ms`), timeoutMs)
     // A drain hook is also bounded by the shutdown's deadline: it must not stretch the time budget.
-    void cutoff?.then(() => {
+    void bounds.cutoff?.then(() => {
       if (settled) return
-      controller.abort(new Error(`hook "${entry.label}" still running at the shutdown deadline`))
-      settle(false, true, new Error('still running at the shutdown deadline'))
+      timeOut('still running at the shutdown deadline')()
+    })
+    // A second signal or force() while a close hook runs: what is left of it shrinks to the cap.
+    const forced = bounds.forced
+    void forced?.promise.then(() => {
+      if (settled || clock.now() + forced.timeoutMs >= startedAt + timeoutMs) return
+      clock.clearTimeout(timer)
+      const endsAfterMs = clock.now() - startedAt + forced.timeoutMs
+      timer = clock.setTimeout(
+        timeOut(
+          `timed out after ${endsAfterMs} ms (cut to ${forced.timeoutMs} ms once the shutdown was forced)`,
+        ),
+        forced.timeoutMs,
+      )
     })
     try {
       Promise.resolve(entry.run(controller.signal)).then(

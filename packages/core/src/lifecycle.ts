@@ -6,7 +6,13 @@ import type { AnyResponse } from './refusal.js'
  * their request from here (plus, where the framework tells, when the handler has settled).
  */
 export function onResponseClosed(res: AnyResponse, callback: () => void): void {
-  const socket = (res as { socket?: NodeJS.EventEmitter | null }).socket ?? undefined
+  // A response queued behind an earlier one on its connection has no `socket` yet (Node assigns it
+  // when the response's turn comes), and is exactly the one that never emits 'close' if the client
+  // leaves first: its request's socket is the same connection.
+  const socket =
+    (res as { socket?: NodeJS.EventEmitter | null }).socket ??
+    (res as { req?: { socket?: NodeJS.EventEmitter | null } }).req?.socket ??
+    undefined
   let called = false
   const once = () => {
     if (called) return

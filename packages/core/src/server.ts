@@ -1,5 +1,5 @@
 import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http'
-import type { Http2Session } from 'node:http2'
+import type { Http2ServerRequest, Http2Session } from 'node:http2'
 import { Server as NetServer, type Socket } from 'node:net'
 import { type TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Clock } from './options.js'
@@ -182,6 +182,9 @@ export function createServerTracker(options: {
   }
 
   function onSession(session: Http2Session): void {
+    // Opened before its server was attached (discovered from a request, or attached late): already
+    // closed, it is not waited for; its 'close' will not come again.
+    if (session.destroyed) return
     sessions.add(session)
     session.once('close', () => {
       sessions.delete(session)
@@ -194,8 +197,12 @@ export function createServerTracker(options: {
   // no weak collections — this is the per-request cost the bench measures.
   function observe(req: AnyRequest, res: AnyResponse): void {
     // HTTP/2 streams need no bookkeeping: GOAWAY at stopping ends each session after its streams.
+    // Their session is known from its 'session' event, unless it opened before the server was
+    // attached: then from its first request seen here (one Set lookup per HTTP/2 request).
     if (req.httpVersionMajor >= 2) {
       if (stopping) lastRequestAt = clock.now()
+      const session = (req as Http2ServerRequest).stream?.session
+      if (session !== undefined && !sessions.has(session)) onSession(session)
       return
     }
     const response = res as ServerResponse
@@ -248,7 +255,10 @@ export function createServerTracker(options: {
     // Not setHeader('Connection', 'close'): error handlers that clear every header (Koa's) would
     // remove it, and the socket would stay open for keepAliveTimeout. With shouldKeepAlive off,
     // Node itself writes `Connection: close` when the headers go out and closes the socket after.
-    if (!response.headersSent) response.shouldKeepAlive = false
+    if (!response.headersSent) {
+      response.shouldKeepAlive = false
+      sayClose(response)
+    }
     connection.hasLastRequest = true
   }
 
@@ -259,7 +269,9 @@ export function createServerTracker(options: {
       writeRefusal(req, res, options.refusal(req.httpVersionMajor))
       return
     }
-    // What Node does when nobody listens for 'checkContinue'.
+    // The app's own listeners (guarded, after this one) answer; with none, what Node does when
+    // nobody listens for 'checkContinue'.
+    if (this.listenerCount('checkContinue') > 1) return
     res.writeContinue()
     this.emit('request', req, res)
   }
@@ -279,25 +291,50 @@ export function createServerTracker(options: {
     )
   }
 
-  type UpgradeListener = ((this: NetServer, req: IncomingMessage, socket: Socket, head: Buffer) => void) & {
-    listener?: unknown
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter listeners take any arguments
+  type Listener = ((this: NetServer, ...args: any[]) => void) & {
+    listener?: Listener
+    [OURS]?: 'handler' | 'guard'
   }
-  const guarded = new WeakSet<UpgradeListener>()
+  ;(onCheckContinue as Listener)[OURS] = 'handler'
+  ;(onUpgrade as Listener)[OURS] = 'handler'
+  /** The app's listeners wrapped by guard(), each with the listener it replaced (put back by detach()). */
+  const guarded = new WeakMap<Listener, Listener>()
 
-  function guardUpgrade(listener: UpgradeListener): UpgradeListener {
-    const wrapper: UpgradeListener = function guardedUpgrade(this: NetServer, req, socket, head) {
+  /** Wraps the app's `listener` for `event` so that it does not run while stopping, where ours refuses. */
+  function guard(event: GuardedEvent, listener: Listener): Listener {
+    // A listener with a `listener` of its own is Node's once() wrapper (ours are never wrapped): it
+    // removes itself, which it no longer finds once replaced — it would stay, dead, and still count
+    // as a listener. This one removes itself instead, and calls the app's function once.
+    const once = listener.listener
+    const wrapper: Listener = function guardedListener(this: NetServer, ...args) {
       if (stopping) return
-      listener.call(this, req, socket, head)
+      if (once === undefined) return listener.apply(this, args)
+      this.removeListener(event, wrapper)
+      return once.apply(this, args)
     }
     // EventEmitter's removeListener(fn) also removes a wrapper whose `listener` is fn (as `once`
     // does), so the app can still remove its own listener.
     wrapper.listener = listener.listener ?? listener
-    guarded.add(wrapper)
+    wrapper[OURS] = 'guard'
+    guarded.set(wrapper, listener)
     return wrapper
   }
 
-  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter listeners take any arguments
-  type Listener = (...args: any[]) => void
+  /**
+   * Puts `own` first among the server's `event` listeners and guards the app's. Listeners of any
+   * copy of this package (another Shutdown, the CommonJS build) are left alone: wrapping each
+   * other's would never end, each wrapper added being a new listener to the other.
+   */
+  function guardListeners(server: NetServer, event: GuardedEvent, own: Listener): void {
+    const listeners = server.rawListeners(event) as Listener[]
+    if (!listeners.includes(own)) server.prependListener(event, own)
+    for (const listener of listeners) {
+      if (listener[OURS] !== undefined) continue
+      server.removeListener(event, listener)
+      server.on(event, guard(event, listener))
+    }
+  }
   /** Per server, the listeners attach() added, removed again once the shutdown is over. */
   const added = new Map<NetServer, Array<[string, Listener]>>()
   /** Servers not listening when stopping began: a late listen() is closed at once, even after the end. */
@@ -321,8 +358,12 @@ export function createServerTracker(options: {
     listen(server, 'connection', onConnection)
     if (server instanceof TlsServer && !isHttp2) listen(server, 'secureConnection', onSecureConnection)
     if (isHttp2) listen(server, 'session', onSession)
-    if (!isHttp2 && server.listenerCount('checkContinue') === 0)
-      listen(server, 'checkContinue', onCheckContinue)
+    // Ours answers `Expect: 100-continue` whoever else listens (the app's own listeners are
+    // guarded below, whenever they are added): while stopping the refusal must win, once. Only one
+    // Shutdown's per server: two would both answer.
+    const hasContinue =
+      !isHttp2 &&
+      !(server.rawListeners('checkContinue') as Listener[]).some((listener) => listener[OURS] === 'handler')
     // A server that starts listening after the shutdown began (start-up work that finished late)
     // must not accept: it is closed as soon as it listens.
     server.on('listening', onLateListen)
@@ -330,18 +371,18 @@ export function createServerTracker(options: {
     // only when the app adds one (a WebSocket server), and runs first. The app's own upgrade
     // listeners are wrapped so none runs for an upgrade refused while stopping.
     const guardUpgrades = () => {
-      const listeners = server.rawListeners('upgrade') as UpgradeListener[]
-      if (listeners.length === 0) return
-      if (!listeners.includes(onUpgrade)) server.prependListener('upgrade', onUpgrade)
-      for (const listener of listeners) {
-        if (listener === onUpgrade || guarded.has(listener)) continue
-        server.removeListener('upgrade', listener)
-        server.on('upgrade', guardUpgrade(listener))
-      }
+      if (added.has(server) && server.listenerCount('upgrade') > 0)
+        guardListeners(server, 'upgrade', onUpgrade)
+    }
+    const guardContinues = () => {
+      if (added.has(server) && hasContinue) guardListeners(server, 'checkContinue', onCheckContinue)
     }
     guardUpgrades()
+    guardContinues()
+    // Added after attach() (a WebSocket server, an app's 'checkContinue'): guarded once added.
     listen(server, 'newListener', (event: string | symbol) => {
       if (event === 'upgrade') queueMicrotask(guardUpgrades)
+      else if (event === 'checkContinue') queueMicrotask(guardContinues)
     })
     if (server.listening) {
       server.getConnections((error, count) => {
@@ -367,10 +408,14 @@ export function createServerTracker(options: {
     for (const [event, listener] of added.get(server) ?? []) server.removeListener(event, listener)
     added.delete(server)
     server.removeListener('upgrade', onUpgrade)
-    for (const listener of server.rawListeners('upgrade') as UpgradeListener[]) {
-      if (!guarded.has(listener)) continue
-      server.removeListener('upgrade', listener)
-      server.on('upgrade', listener.listener as UpgradeListener)
+    server.removeListener('checkContinue', onCheckContinue)
+    for (const event of GUARDED_EVENTS) {
+      for (const listener of server.rawListeners(event) as Listener[]) {
+        const replaced = guarded.get(listener)
+        if (replaced === undefined) continue
+        server.removeListener(event, listener)
+        server.on(event, replaced)
+      }
     }
     if (!notListeningAtStop.has(server)) server.removeListener('listening', onLateListen)
   }
@@ -436,7 +481,14 @@ export function createServerTracker(options: {
     // Backwards: a socket closing under the loop moves an entry already visited into its place.
     for (let i = connections.length - 1; i >= 0; i--) {
       const connection = connections[i] as Connection
-      if (connection.upgraded || connection.pending.length > 0 || connection.hasLastRequest) continue
+      // A last response makes Node end its socket; one whose head had gone out with keep-alive
+      // before it was marked (a server discovered late) leaves it open: idle like any other.
+      if (
+        connection.upgraded ||
+        connection.pending.length > 0 ||
+        (connection.hasLastRequest && connection.socket.writableEnded)
+      )
+        continue
       // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
       // long: a client mid-reuse would have shown up as a request by now.
       const quietSince = Math.max(lastRequestAt, connection.idleSince)
@@ -520,6 +572,15 @@ export function createServerTracker(options: {
   }
 }
 
+/** Events whose app listeners must not run for a request the tracker refuses while stopping. */
+const GUARDED_EVENTS = ['upgrade', 'checkContinue'] as const
+type GuardedEvent = (typeof GUARDED_EVENTS)[number]
+/**
+ * Marks this package's own listeners on a server — handlers and the guards around the app's — for
+ * every copy of it in the process (ESM and CommonJS builds, two versions): a registry symbol.
+ */
+const OURS = Symbol.for('@lameduck/core listener')
+
 /** A loop turn (poll phase plus callbacks) longer than this may have hidden unread requests. */
 const LATE_TURN_MS = 10
 /** A loop that is late turn after turn is judged anyway after this many more turns. */
@@ -537,4 +598,50 @@ function closeGently(socket: Socket): void {
   }
   socket.once('finish', () => socket.destroy())
   socket.end()
+}
+
+/** A `Connection` value Node reads as "close" (its own `RE_CONN_CLOSE`). */
+const SAYS_CLOSE = /(?:^|\W)close(?:$|\W)/i
+
+/**
+ * Makes a last response say `Connection: close` even when the app sets `Connection: keep-alive`
+ * itself (SSE libraries and proxies do): Node writes the app's value as given, turns keep-alive
+ * back on and leaves the socket open, and a client told keep-alive may reuse a socket about to
+ * close. Every way to the head goes through `writeHead` (`end()`, `write()` and `flushHeaders()`
+ * call it too), so this response's own is wrapped; headers the app passes are copied, not changed.
+ */
+function sayClose(response: ServerResponse): void {
+  const writeHead = response.writeHead
+  response.writeHead = function closingWriteHead(this: ServerResponse, ...args: unknown[]) {
+    const stored = this.getHeader('connection')
+    if (stored !== undefined && !SAYS_CLOSE.test(String(stored))) this.setHeader('connection', 'close')
+    // writeHead(status, [reason], [headers]): the reason is a string, the headers never are.
+    for (let i = 1; i < args.length; i++) {
+      const headers = args[i]
+      if (typeof headers === 'object' && headers !== null) args[i] = withConnectionClose(headers)
+    }
+    return Reflect.apply(writeHead, this, args) as ServerResponse
+  } as ServerResponse['writeHead']
+}
+
+function keepsOpen(name: unknown, value: unknown): boolean {
+  return typeof name === 'string' && name.toLowerCase() === 'connection' && !SAYS_CLOSE.test(String(value))
+}
+
+/** `headers` in any form writeHead() takes, with `Connection: close`: a copy if that changes it. */
+function withConnectionClose(headers: object): object {
+  if (Array.isArray(headers)) {
+    if (Array.isArray(headers[0]))
+      return headers.map((entry: unknown[]) => (keepsOpen(entry[0], entry[1]) ? [entry[0], 'close'] : entry))
+    const copy: unknown[] = [...headers]
+    for (let n = 0; n + 1 < copy.length; n += 2) if (keepsOpen(copy[n], copy[n + 1])) copy[n + 1] = 'close'
+    return copy
+  }
+  let copy: Record<string, unknown> | undefined
+  for (const [name, value] of Object.entries(headers)) {
+    if (!keepsOpen(name, value)) continue
+    copy ??= { ...headers }
+    copy[name] = 'close'
+  }
+  return copy ?? headers
 }

@@ -22,7 +22,10 @@ export interface ShutdownReport {
   /** Milliseconds from the start of the shutdown to the end of the last hook. */
   readonly durationMs: number
   readonly requests: {
-    /** Requests released after the shutdown began (in flight at the signal, or late ones served). */
+    /**
+     * Requests released after the shutdown began (in flight at the signal, or late ones served) and
+     * before the drain ended; one cut at the deadline counts as forced only.
+     */
     readonly completed: number
     /** Requests answered with the refusal (or dropped behind a connection's last response). */
     readonly refused: number
@@ -224,6 +227,11 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   let wakeDrain: (() => void) | undefined
   let wakeDelay: (() => void) | undefined
   let reachDeadline: (() => void) | undefined
+  let markForced!: () => void
+  /** Settles on the first force(): close hooks running then are cut to `forcedHookTimeoutMs`. */
+  const forcedNow = new Promise<void>((resolve) => {
+    markForced = resolve
+  })
 
   const tracker = createServerTracker({
     clock,
@@ -422,14 +430,24 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   function close(reason = 'close()', closeOptions: CloseOptions = {}): Promise<ShutdownReport> {
     if (running) return running
     if (typeof reason !== 'string') throw invalidArgument('close', 'reason', 'a string', reason)
+    if (closeOptions === null || typeof closeOptions !== 'object') {
+      throw invalidArgument('close', 'options', 'an object { drainDelayMs? }', closeOptions)
+    }
     const delayMs = milliseconds('close.drainDelayMs', closeOptions.drainDelayMs, opts.drainDelayMs)
-    running = run(reason, Math.min(delayMs, opts.timeoutMs))
+    // `running` is set before run() starts: its first steps (the 'statechange' listeners, the drain
+    // hooks) may call close() again, and must join this run rather than start a second one.
+    let start!: (report: Promise<ShutdownReport>) => void
+    running = new Promise<ShutdownReport>((resolve) => {
+      start = resolve
+    })
+    start(run(reason, Math.min(delayMs, opts.timeoutMs)))
     return running
   }
 
   function force(reason = 'force()'): Promise<ShutdownReport> {
     const report = close(reason)
     forcedByUser = true
+    markForced()
     reachDeadline?.()
     wakeDelay?.()
     wakeDrain?.()
@@ -455,7 +473,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
     moveTo('draining')
     const drainOutcomes = drainHooks.map((entry) =>
-      runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock, deadlineReached),
+      runHook(entry, 'drain', entry.timeoutMs ?? opts.hookTimeoutMs, clock, { cutoff: deadlineReached }),
     )
     const finished: HookOutcome[] = []
     for (const outcome of drainOutcomes) void outcome.then((result) => finished.push(result))
@@ -494,6 +512,8 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
 
     const pending = inFlight > 0 || tasks.size > 0 || tracker.openConnections > 0
     const forced = pending && (deadlinePassed || forcedByUser)
+    // A request released from here on was cut (its socket destroyed just below): forced, not completed.
+    const completed = counts.completed
     if (forced) {
       counts.forced = inFlight
       counts.tasksAborted = tasks.size
@@ -512,12 +532,14 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     for (const entry of [...closeHooks].reverse()) {
       const own = entry.timeoutMs ?? opts.hookTimeoutMs
       const timeoutMs = forcedByUser ? Math.min(own, opts.forcedHookTimeoutMs) : own
-      const outcome = await runHook(entry, 'close', timeoutMs, clock)
+      const outcome = await runHook(entry, 'close', timeoutMs, clock, {
+        forced: { promise: forcedNow, timeoutMs: opts.forcedHookTimeoutMs },
+      })
       finished.push(outcome)
       if (!outcome.ok) {
         log.error(
           { err: outcome.error, hook: entry.label },
-          `close hook "${entry.label}" ${outcome.timedOut ? `timed out after ${timeoutMs} ms` : 'failed'}`,
+          `close hook "${entry.label}" ${outcome.timedOut ? (outcome.error as Error).message : 'failed'}`,
         )
       }
     }
@@ -529,7 +551,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       reason,
       graceful,
       durationMs: clock.now() - startedAt,
-      requests: { completed: counts.completed, refused: counts.refused, forced: counts.forced },
+      requests: { completed, refused: counts.refused, forced: counts.forced },
       tasks: { completed: counts.tasksCompleted, failed: counts.tasksFailed, aborted: counts.tasksAborted },
       connectionsDestroyed: counts.destroyed,
       hooks: finished,
@@ -591,7 +613,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     onDrain: (label, hook, hookOptions) => addHook('onDrain', drainHooks, label, hook, hookOptions),
     onClose: (label, hook, hookOptions) => addHook('onClose', closeHooks, label, hook, hookOptions),
     on(event, listener) {
-      if (!(event in listeners)) throw invalidArgument('on', 'event', '"statechange" or "closed"', event)
+      // Object.hasOwn: `in` would take what every object inherits ('constructor', 'toString') for events.
+      if (!Object.hasOwn(listeners, event))
+        throw invalidArgument('on', 'event', '"statechange" or "closed"', event)
       if (typeof listener !== 'function') throw invalidArgument('on', 'listener', 'a function', listener)
       const set = listeners[event] as Set<typeof listener>
       set.add(listener)

@@ -150,6 +150,9 @@ function createCoordinator(): SignalCoordinator {
   return {
     version: 1,
     register(member) {
+      // Every earlier Shutdown has closed (an app that restarts its server under `exit: false`): the
+      // next signal is this one's first, not a second that would force it.
+      if (members.size === 0) signalCount = 0
       members.add(member)
       sync()
       return () => {

@@ -114,6 +114,20 @@ describe('admit(): the adapters’ gate', () => {
     expect(report.graceful).toBe(true)
   })
 
+  it('counts a request cut at the deadline as forced only, not also as completed', async () => {
+    const { shutdown, port, next } = await start({ timeoutMs: 200, drainDelayMs: 0 })
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/stuck'))
+    const { res } = await next()
+    // Its response closes once the deadline destroyed the socket; the report waits for that here.
+    const cut = nextEvent(res, 'close')
+    shutdown.onClose('after the cut', () => cut)
+    const report = await within(2_000, shutdown.close('test'), 'the forced drain')
+    expect(report.graceful).toBe(false)
+    expect(report.requests).toEqual({ completed: 0, refused: 0, forced: 1 })
+    expect(shutdown.inFlight).toBe(0)
+  })
+
   it.each([
     ['attached from the start', true],
     ['first seen through that request', false],

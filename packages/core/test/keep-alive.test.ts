@@ -1,7 +1,10 @@
+import http from 'node:http'
 import net from 'node:net'
 import {
   closeServer,
+  deferred,
   keepAliveAgent,
+  listen,
   parseResponses,
   rawConnect,
   rawRequest,
@@ -10,13 +13,57 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
+import { createShutdown, type Shutdown } from '../src/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 
 let app: TestApp | undefined
+const servers: http.Server[] = []
 afterEach(async () => {
   if (app) await closeServer(app.server)
   app = undefined
+  for (const server of servers.splice(0)) await closeServer(server)
 })
+
+/** A raw node:http server counting its requests with `admit()`; `answer` writes each response. */
+async function startServer(
+  shutdown: Shutdown,
+  answer: (res: http.ServerResponse) => void | Promise<void>,
+): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer((req, res) => {
+    if (!shutdown.admit(req, res)) return
+    void answer(res)
+  })
+  shutdown.attach(server)
+  servers.push(server)
+  return { server, port: await listen(server) }
+}
+
+/** The ways an app can say `Connection: keep-alive` itself (SSE libraries and proxies do). */
+const explicitKeepAlive: Array<[string, (res: http.ServerResponse) => void]> = [
+  [
+    'writeHead(status, headers)',
+    (res) => res.writeHead(200, { 'content-length': '2', connection: 'keep-alive' }).end('ok'),
+  ],
+  [
+    'writeHead(status, reason, [name, value, …])',
+    (res) => res.writeHead(200, 'OK', ['Content-Length', '2', 'Connection', 'keep-alive']).end('ok'),
+  ],
+  [
+    'setHeader() then end()',
+    (res) => {
+      res.setHeader('Connection', 'Keep-Alive')
+      res.setHeader('content-length', '2')
+      res.end('ok')
+    },
+  ],
+  [
+    'setHeader() then writeHead(status, headers)',
+    (res) => {
+      res.setHeader('x-app', '1')
+      res.writeHead(200, { 'content-length': '2', Connection: 'keep-alive' }).end('ok')
+    },
+  ],
+]
 
 describe('keep-alive connections through a shutdown', () => {
   it('leaves keep-alive untouched while draining', async () => {
@@ -171,6 +218,60 @@ describe('keep-alive connections through a shutdown', () => {
     )
     for (const closed of closes) expect(closed.error).toBeUndefined()
     expect(parseResponses(closes[2]?.data ?? '').at(-1)?.headers.connection).toBe('close')
+    const done = await within(2_000, report, 'the report')
+    expect(done.graceful).toBe(true)
+    expect(done.connectionsDestroyed).toBe(0)
+  })
+
+  it.each(explicitKeepAlive)(
+    'serves a last response that sets Connection: keep-alive itself with Connection: close, then closes its socket (%s)',
+    async (_, write) => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const gate = deferred()
+      const arrived = deferred()
+      const { port } = await startServer(shutdown, async (res) => {
+        arrived.resolve()
+        await gate.promise
+        write(res)
+      })
+      const raw = await rawConnect(port)
+      raw.write(rawRequest('GET', '/last'))
+      await within(2_000, arrived.promise, 'the request to reach the handler')
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      gate.resolve()
+      const { data, error } = await within(2_000, raw.closed, 'the server to close the connection')
+      expect(error).toBeUndefined()
+      const responses = parseResponses(data)
+      expect(responses.map((r) => [r.status, r.body, r.headers.connection])).toEqual([[200, 'ok', 'close']])
+      const done = await within(2_000, report, 'the report, well before timeoutMs')
+      expect(done.graceful).toBe(true)
+      expect(done.connectionsDestroyed).toBe(0)
+    },
+  )
+
+  it('closes the socket after a last response whose headers went out with keep-alive before it was seen', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 30 })
+    // Not attached: the server is discovered on this request, after the app has written its head.
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-length': '2', connection: 'keep-alive' })
+      if (!shutdown.admit(req, res)) return
+      res.end('ok')
+    })
+    servers.push(server)
+    const port = await listen(server)
+    const raw = await rawConnect(port)
+    const held = deferred()
+    void shutdown.track('held open until the test ends', held.promise)
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(rawRequest('GET', '/late'))
+    const { data, error } = await within(2_000, raw.closed, 'the server to close the connection')
+    expect(error).toBeUndefined()
+    expect(parseResponses(data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'ok', 'keep-alive'],
+    ])
+    held.resolve()
     const done = await within(2_000, report, 'the report')
     expect(done.graceful).toBe(true)
     expect(done.connectionsDestroyed).toBe(0)

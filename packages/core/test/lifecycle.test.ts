@@ -1,6 +1,11 @@
-import { createFakeClock, type FakeClock } from '@lameduck/test-utils'
+import { createFakeClock, type FakeClock, within } from '@lameduck/test-utils'
 import { describe, expect, it } from 'vitest'
-import { createShutdown, type ShutdownOptions, type ShutdownState } from '../src/index.js'
+import {
+  createShutdown,
+  type ShutdownOptions,
+  type ShutdownReport,
+  type ShutdownState,
+} from '../src/index.js'
 
 function setup(options: ShutdownOptions = {}) {
   const clock = createFakeClock()
@@ -56,6 +61,43 @@ describe('the shutdown lifecycle', () => {
     const [a, b] = await Promise.all([first, second])
     expect(a).toBe(b)
     expect(a.reason).toBe('one')
+  })
+
+  it('joins the run when close() is called again while it starts (a statechange listener, a drain hook)', async () => {
+    const { clock, shutdown } = setup({ timeoutMs: 5_000 })
+    const joined: Promise<ShutdownReport>[] = []
+    shutdown.on('statechange', (state) => {
+      if (state === 'draining') joined.push(shutdown.close('from a listener'))
+    })
+    shutdown.onDrain('joins', () => {
+      joined.push(shutdown.close('from a drain hook'))
+    })
+    const report = shutdown.close('outer')
+    expect(joined).toHaveLength(2)
+    for (const promise of joined) expect(promise).toBe(report)
+    await clock.advance(0)
+    const done = await report
+    expect(done).toMatchObject({ reason: 'outer', graceful: true, exitCode: 0 })
+    expect(done.hooks.map((h) => [h.label, h.ok])).toEqual([['joins', true]])
+    // Nothing left scheduled: a second run's deadline timer would keep the process alive for timeoutMs.
+    expect(clock.pending).toBe(0)
+  })
+
+  it('still cuts drain hooks on force() when a drain hook joined the run with close()', async () => {
+    const { clock, shutdown } = setup({ timeoutMs: 10_000, hookTimeoutMs: 8_000 })
+    shutdown.onDrain('stuck', () => new Promise(() => {}))
+    // Awaiting the report inside a drain hook waits for the drain hooks: only the deadline ends it.
+    shutdown.onDrain('awaits the report', () => shutdown.close('from a drain hook'))
+    const report = shutdown.close('outer')
+    await clock.advance(100)
+    void shutdown.force('force')
+    await clock.advance(0)
+    const done = await within(1_000, report, 'the report, without the clock moving past force()')
+    expect(done.hooks.map((h) => [h.label, h.timedOut, h.durationMs])).toEqual([
+      ['stuck', true, 100],
+      ['awaits the report', true, 100],
+    ])
+    expect(done.durationMs).toBe(100)
   })
 
   it('counts requests until stopping, refuses from closing on, and releases only once', async () => {
@@ -220,6 +262,35 @@ describe('the shutdown lifecycle', () => {
     expect(done.graceful).toBe(false)
     expect(done.hooks[0]).toMatchObject({ label: 'slow', timedOut: true, durationMs: 100 })
     expect(done.durationMs).toBe(100)
+  })
+
+  it('force() while a close hook runs cuts what is left of it to forcedHookTimeoutMs', async () => {
+    const { clock, shutdown, lines } = setup({ hookTimeoutMs: 6_000, forcedHookTimeoutMs: 500 })
+    let dbSignal: AbortSignal | undefined
+    shutdown.onClose('next', () => new Promise(() => {}), { timeoutMs: 300 })
+    shutdown.onClose('db', (signal) => {
+      dbSignal = signal
+      return new Promise(() => {})
+    })
+    const report = shutdown.close('SIGTERM')
+    await clock.advance(200)
+    expect(shutdown.state).toBe('closing')
+    void shutdown.force('SIGTERM')
+    await clock.advance(499)
+    expect(dbSignal?.aborted).toBe(false)
+    await clock.advance(1)
+    expect(dbSignal?.aborted).toBe(true)
+    await clock.advance(300)
+    const done = await report
+    expect(done.hooks.map((h) => [h.label, h.timedOut, h.durationMs])).toEqual([
+      ['db', true, 700],
+      ['next', true, 300],
+    ])
+    expect(done.durationMs).toBe(1_000)
+    expect(lines).toContainEqual([
+      'error',
+      'close hook "db" timed out after 700 ms (cut to 500 ms once the shutdown was forced)',
+    ])
   })
 
   it('rejects registrations once their phase began, with ERR_LAMEDUCK_CLOSED', async () => {

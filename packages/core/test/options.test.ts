@@ -658,12 +658,34 @@ describe('method arguments are checked when called', () => {
       `${P}option "close.drainDelayMs" must be ${MS}; received -1 (number).`,
     ],
     [
+      'close(reason, null)',
+      (s) => s.close('x', null as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "options" must be an object { drainDelayMs? }; received null.`,
+    ],
+    [
+      'close(reason, 5)',
+      (s) => s.close('x', 5 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "options" must be an object { drainDelayMs? }; received 5 (number).`,
+    ],
+    [
       'on("finish")',
       (s) => s.on('finish' as 'closed', noop),
       'TypeError',
       'ERR_LAMEDUCK_INVALID_ARGUMENT',
       `${P}on() argument "event" must be "statechange" or "closed"; received "finish" (string).`,
     ],
+    // Names every object inherits must not pass for events.
+    ...['constructor', 'toString', '__proto__', 'hasOwnProperty'].map((name): (typeof cases)[number] => [
+      `on("${name}")`,
+      (s) => s.on(name as 'closed', noop),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}on() argument "event" must be "statechange" or "closed"; received "${name}" (string).`,
+    ]),
     [
       'on("closed", 1)',
       (s) => s.on('closed', 1 as never),

@@ -147,6 +147,8 @@ interface HookRecord {
   runs: number
   /** force() had been called when the hook started: close hooks then get forcedHookTimeoutMs at most. */
   forcedAtStart: boolean
+  /** When it started; a close hook still running at a later force() gets forcedHookTimeoutMs more at most. */
+  startedAt: number | undefined
 }
 
 interface TaskRecord {
@@ -178,7 +180,7 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
   let startedAt: number | undefined
   let forceCalledAt: number | undefined
   let forceCalled = false
-  /** The first force(), whatever the state: it cuts drain hooks still running then. */
+  /** The first force(), whatever the state: it cuts drain hooks still running then, and caps close hooks. */
   let firstForceAt: number | undefined
   let atClosing: { at: number; inFlight: number; tasks: number } | undefined
   let tasksAtReport: { resolved: number; rejected: number } | undefined
@@ -202,6 +204,7 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
     return (signal: AbortSignal): unknown => {
       record.runs++
       record.forcedAtStart = forceCalled
+      record.startedAt = time.now()
       invocations.push(record.label)
       const b = record.behaviour
       if (b === 'ok') return undefined
@@ -225,6 +228,7 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
       timeoutMs: timeoutMs ?? config.hookTimeoutMs,
       runs: 0,
       forcedAtStart: false,
+      startedAt: undefined,
     }
     const state = shutdown.state
     const tooLate = kind === 'onClose' ? index(state) >= index('closing') : state !== 'serving'
@@ -418,15 +422,31 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
             0,
             Math.min(startedAt + config.timeoutMs, firstForceAt ?? Number.POSITIVE_INFINITY) - startedAt,
           )
+    const b = record.behaviour
+    const slowMs = typeof b === 'object' ? b.slowMs : undefined
+    // A close hook still running at the first force() after it started (neither settled nor timed
+    // out by then) ends at most forcedHookTimeoutMs after that force().
+    const forcedAfterMs =
+      record.phase === 'close' && !record.forcedAtStart && firstForceAt !== undefined
+        ? firstForceAt - (record.startedAt ?? Number.NaN)
+        : Number.POSITIVE_INFINITY
+    const cutMs = forcedAfterMs + config.forcedHookTimeoutMs
+    const cutByForce =
+      forcedAfterMs < Math.min(record.timeoutMs, slowMs ?? Number.POSITIVE_INFINITY) &&
+      cutMs < record.timeoutMs
     const given =
       record.phase === 'close' && record.forcedAtStart
         ? Math.min(record.timeoutMs, config.forcedHookTimeoutMs)
         : record.phase === 'drain'
           ? Math.min(record.timeoutMs, drainCut)
-          : record.timeoutMs
-    const b = record.behaviour
-    const slowMs = typeof b === 'object' ? b.slowMs : undefined
-    const timesOut = b === 'hang' || b === 'honours-signal' || (slowMs !== undefined && slowMs >= given)
+          : cutByForce
+            ? cutMs
+            : record.timeoutMs
+    // At a tie the hook's own timer, set when it started, fires before the cut's, set at force().
+    const timesOut =
+      b === 'hang' ||
+      b === 'honours-signal' ||
+      (slowMs !== undefined && (cutByForce ? slowMs > given : slowMs >= given))
     expect(outcome, record.label).toMatchObject({
       phase: record.phase,
       timedOut: timesOut,

@@ -140,6 +140,38 @@ describe('HTTP/2', () => {
     },
   )
 
+  it.each<Gate>(['enter', 'admit'])(
+    'sends GOAWAY to a session opened before its server was discovered, and waits for it to close (%s)',
+    async (via) => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const gate = deferred()
+      const arrived = deferred()
+      // Not attached: the shutdown discovers the server from the first request, on an open session.
+      const server = http2.createServer(handler(shutdown, gate.promise, () => arrived.resolve(), via))
+      const port = await listenOn(server)
+      cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      const client = http2.connect(`http://127.0.0.1:${port}`)
+      cleanups.push(() => void client.destroy())
+      const goaway = nextEvent(client, 'goaway')
+      const clientClosed = nextEvent(client, 'close')
+      const stream = client.request({ ':path': '/slow' })
+      let body = ''
+      stream.setEncoding('utf8')
+      stream.on('data', (chunk: string) => (body += chunk))
+      const streamEnded = nextEvent(stream, 'end')
+      await within(2_000, arrived.promise, 'the stream to reach the handler')
+      const report = shutdown.close('test')
+      await within(2_000, goaway, 'GOAWAY')
+      gate.resolve()
+      await within(2_000, streamEnded, 'the stream to finish')
+      expect(body).toBe('ok /slow')
+      await within(2_000, clientClosed, 'the client session to close')
+      const done = await within(2_000, report, 'the drain')
+      expect(done.graceful).toBe(true)
+      expect(done.connectionsDestroyed).toBe(0)
+    },
+  )
+
   it('omits Connection from the HTTP/2 refusal (illegal there)', () => {
     const shutdown = createShutdown({ signals: false, logger: false })
     expect(shutdown.refusal({ httpVersionMajor: 2 }).headers).not.toHaveProperty('connection')
@@ -197,6 +229,26 @@ describe('upgrades (WebSocket)', () => {
     expect(refusal?.headers.connection).toBe('close')
     expect(upgraded).toEqual([])
     expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
+  })
+
+  it('runs a once() upgrade listener added after attach once, and leaves no wrapper behind', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false })
+    const { server, upgraded } = upgradeServer(shutdown)
+    const ran: string[] = []
+    server.once('upgrade', (req) => ran.push(req.url ?? ''))
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    for (const path of ['/one', '/two']) {
+      const raw = await rawConnect(port)
+      raw.write(upgradeRequest(path))
+      await raw.waitFor('101 Switching Protocols')
+      raw.socket.destroy()
+    }
+    expect(ran).toEqual(['/one'])
+    expect(upgraded).toEqual(['/one', '/two'])
+    // Ours and the guarded listener of upgradeServer(): the once() listener's guard removed itself.
+    expect(server.listenerCount('upgrade')).toBe(2)
+    await within(2_000, shutdown.close('test'), 'the upgraded sockets to be ended')
   })
 })
 

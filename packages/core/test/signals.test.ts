@@ -3,6 +3,7 @@ import { keepAliveAgent, request, startFixture, stopFixtures, within } from '@la
 import { afterEach, describe, expect, it } from 'vitest'
 
 const server = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url))
+const restart = fileURLToPath(new URL('./fixtures/restart.mjs', import.meta.url))
 const start = (options: object = {}, env: Record<string, string> = {}) =>
   startFixture(server, [], { LAMEDUCK_OPTIONS: JSON.stringify({ timeoutMs: 5_000, ...options }), ...env })
 
@@ -61,6 +62,42 @@ describe('signals and the process', () => {
     expect(await stuck).toBe('ECONNRESET')
     expect(app.output()).toContain('hook: db closed')
     expect(app.output()).toMatch(/closed \(SIGTERM\) FORCED/)
+  })
+
+  it('caps an onClose hook already running at forcedHookTimeoutMs from a second signal on', async () => {
+    const app = await start({ hookTimeoutMs: 8_000, forcedHookTimeoutMs: 300 }, { FIXTURE_STUCK_HOOK: '1' })
+    app.kill('SIGTERM')
+    await app.waitForLine('hook: stuck started')
+    // Another signal: the same one again within 500 ms would count once.
+    const forcedAt = app.kill('SIGINT')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(1)
+    expect(exit.at - forcedAt).toBeGreaterThanOrEqual(300)
+    expect(exit.at - forcedAt).toBeLessThan(2_000)
+    const out = app.output()
+    expect(out).toContain('second signal (SIGINT): forcing the shutdown now')
+    expect(out).toMatch(
+      /close hook "stuck" timed out after \d+ ms \(cut to 300 ms once the shutdown was forced\)/,
+    )
+    expect(out).toContain('hook: db closed')
+  })
+
+  it('drains a Shutdown made after every earlier one closed on its first signal, not forcing it', async () => {
+    const app = await startFixture(restart)
+    // SIGINT, then SIGTERM: the same signal twice within 500 ms would count once.
+    app.kill('SIGINT')
+    const restarted = await app.waitForLine(/^restarted \d+/)
+    const slow = request(Number(restarted.split(' ')[1]), { path: '/slow?ms=300' })
+    await app.waitForLine('received /slow')
+    app.kill('SIGTERM')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.body).toBe('done /slow')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    const out = app.output()
+    expect(out).not.toContain('second signal')
+    expect(out).toContain('closed (SIGINT) gracefully')
+    expect(out).toMatch(/closed \(SIGTERM\) gracefully in \d+ ms: requests 1 completed/)
   })
 
   it('exits through the watchdog when the app leaves a handle open, naming what held the loop', async () => {

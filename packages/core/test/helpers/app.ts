@@ -1,6 +1,12 @@
 import http from 'node:http'
 import { type Deferred, deferred, listen } from '@lameduck/test-utils'
-import { createShutdown, type Shutdown, type ShutdownOptions, writeRefusal } from '../../src/index.js'
+import {
+  createShutdown,
+  onResponseClosed,
+  type Shutdown,
+  type ShutdownOptions,
+  writeRefusal,
+} from '../../src/index.js'
 
 /** A raw node:http app using the core the way an adapter does, with parkable handlers. */
 export interface TestApp {
@@ -15,7 +21,10 @@ export interface TestApp {
   nextParked(): Promise<Deferred<void>>
 }
 
-export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> {
+/** How the handler counts its request: `admit()` as the adapters do, or `enter()` + `onResponseClosed()`. */
+export type Gate = 'admit' | 'enter'
+
+export async function startApp(options: ShutdownOptions = {}, via: Gate = 'admit'): Promise<TestApp> {
   const shutdown = createShutdown({ signals: false, logger: false, ...options })
   const hits: string[] = []
   const parked: Deferred<void>[] = []
@@ -28,8 +37,14 @@ export async function startApp(options: ShutdownOptions = {}): Promise<TestApp> 
   }
   const server = http.createServer((req, res) => {
     // admit(): the adapters' gate, released by the core when the response (or its socket) closes.
-    // The conformance suite's raw app covers enter() + onResponseClosed().
-    if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+    // The conformance suite's raw app covers enter() + onResponseClosed() too.
+    if (via === 'admit') {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+    } else {
+      const release = shutdown.enter(req, res)
+      if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
+      onResponseClosed(res, release)
+    }
     hits.push(req.url ?? '')
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
