@@ -14,15 +14,13 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, onResponseClosed, type Shutdown, writeRefusal } from '../src/index.js'
+import { createShutdown, type Shutdown } from '../src/index.js'
+import { type Gate, passGate } from './helpers/app.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
-
-/** How a handler counts its request: `enter()` + `onResponseClosed()`, or `admit()` as the adapters do. */
-type Gate = 'enter' | 'admit'
 
 /** A handler using the core as an adapter would; `/slow` waits for `gate`. */
 function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void, via: Gate = 'enter') {
@@ -30,13 +28,7 @@ function handler(shutdown: Shutdown, gate: Promise<void>, arrived: () => void, v
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
-    if (via === 'admit') {
-      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
-    } else {
-      const release = shutdown.enter(req, res)
-      if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
-      onResponseClosed(res, release)
-    }
+    if (!passGate(shutdown, via, req, res)) return
     const body = `ok ${req.url}`
     const answer = () =>
       (res as http.ServerResponse)

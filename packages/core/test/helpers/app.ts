@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import { type Deferred, deferred, listen } from '@lameduck/test-utils'
 import {
   createShutdown,
@@ -24,6 +25,29 @@ export interface TestApp {
 /** How the handler counts its request: `admit()` as the adapters do, or `enter()` + `onResponseClosed()`. */
 export type Gate = 'admit' | 'enter'
 
+/**
+ * Counts the request `via` one gate or the other (`enter()` released by `onResponseClosed()`), or
+ * answers the refusal and returns false.
+ */
+export function passGate(
+  shutdown: Shutdown,
+  via: Gate,
+  req: http.IncomingMessage | Http2ServerRequest,
+  res: http.ServerResponse | Http2ServerResponse,
+): boolean {
+  if (via === 'admit') {
+    if (shutdown.admit(req, res)) return true
+  } else {
+    const release = shutdown.enter(req, res)
+    if (release !== undefined) {
+      onResponseClosed(res, release)
+      return true
+    }
+  }
+  writeRefusal(req, res, shutdown.refusal(req))
+  return false
+}
+
 export async function startApp(options: ShutdownOptions = {}, via: Gate = 'admit'): Promise<TestApp> {
   const shutdown = createShutdown({ signals: false, logger: false, ...options })
   const hits: string[] = []
@@ -38,13 +62,7 @@ export async function startApp(options: ShutdownOptions = {}, via: Gate = 'admit
   const server = http.createServer((req, res) => {
     // admit(): the adapters' gate, released by the core when the response (or its socket) closes.
     // The conformance suite's raw app covers enter() + onResponseClosed() too.
-    if (via === 'admit') {
-      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
-    } else {
-      const release = shutdown.enter(req, res)
-      if (release === undefined) return writeRefusal(req, res, shutdown.refusal(req))
-      onResponseClosed(res, release)
-    }
+    if (!passGate(shutdown, via, req, res)) return
     hits.push(req.url ?? '')
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
