@@ -359,7 +359,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     discover(req, res)
     // Admitted already by this Shutdown (a second graceful() on the way: an app mounted in another,
     // a router with its own): counted once, or its first admission would never be released.
-    if ((tracker.watcherOf(req, res) ?? unwatched.get(res)) !== undefined) return true
+    if (admissionOf(req, res) !== undefined) return true
     if (!pass(req)) return false
     const admission = new Admission(leave)
     if (!tracker.watch(req, res, admission)) {
@@ -369,8 +369,13 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     return true
   }
 
+  /** The Admission of `res`, admitted by admit(): watched by the tracker, or (HTTP/2) kept here. */
+  function admissionOf(req: AnyRequest, res: AnyResponse): Admission | undefined {
+    return (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
+  }
+
   function hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
-    const admission = (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
+    const admission = admissionOf(req, res)
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
     if (whenResponseCloses !== undefined) admission.whenResponseCloses(whenResponseCloses)

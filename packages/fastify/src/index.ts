@@ -58,12 +58,17 @@ function responseClosed(request: HeldRequest, reply: SentReply): void {
   const early = request[HANDLER_HOLD]
   if (early === null) return
   const letGo = () => {
-    if (request[HANDLER_HOLD] !== early) return
-    request[HANDLER_HOLD] = null
-    early()
+    if (request[HANDLER_HOLD] === early) takeHold(request)?.()
   }
   if (reply.sent) letGo()
   else reply.raw.once('prefinish', letGo)
+}
+
+/** The hold onRequest left on `request`, taken off it (null once taken). */
+function takeHold(request: HeldRequest): Release | null {
+  const held = request[HANDLER_HOLD]
+  request[HANDLER_HOLD] = null
+  return held
 }
 
 async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: GracefulOptions): Promise<void> {
@@ -91,10 +96,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
     route.handler = function gracefulHandler(this: unknown, request, reply) {
       // The hold onRequest took, now the handler's; a new one (a no-op when the request was not
       // admitted or its response already closed) if onRequest did not run for it.
-      const held = request as HeldRequest
-      const early = held[HANDLER_HOLD]
-      held[HANDLER_HOLD] = null
-      const release = early ?? shutdown.hold(request.raw, reply.raw)
+      const release = takeHold(request as HeldRequest) ?? shutdown.hold(request.raw, reply.raw)
       let result: unknown
       try {
         result = handler.call(this as never, request, reply)
@@ -135,12 +137,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   // abort, a chain that ends without the handler is seen here instead, as Fastify sends the reply.
   if (app.initialConfig.http2 === true) {
     app.addHook('onSend', function gracefulOnSend(request, _reply, payload, done) {
-      const held = request as HeldRequest
-      const early = held[HANDLER_HOLD]
-      if (early !== null) {
-        held[HANDLER_HOLD] = null
-        early()
-      }
+      takeHold(request as HeldRequest)?.()
       done(null, payload)
     })
   }
