@@ -70,6 +70,11 @@ export interface ServerTracker {
   /** After the close hooks: ends whatever is left (upgraded sockets, sockets from before `attach`). */
   finish(): number
   readonly openConnections: number
+  /**
+   * True while a server may hold connections opened before attach() that the quiet reap has not
+   * reached yet (or whose count is still being asked): the drain is not complete before it has.
+   */
+  readonly isAwaitingReap: boolean
   /** Open HTTP/1 connections with no response pending (what the reaper closes once quiet). */
   readonly idleConnections: number
   readonly serverCount: number
@@ -109,9 +114,18 @@ export function createServerTracker(options: {
   let reapTimer: unknown
   /** finish() ran: no more reaping (a check already queued finds nothing to do). */
   let finished = false
-  let reapedUntracked = false
-  /** Connections opened before attach() were seen: Node's own idle reaping is needed for them. */
-  let hasUntracked = false
+  /**
+   * HTTP/1 servers that may hold connections opened before attach(): never seen open, so only Node's
+   * closeIdleConnections() reaches them, and it destroys every idle socket of its server at once.
+   */
+  const untracked = new Set<NetServer>()
+  /**
+   * Of those, the ones whose count is not known yet or that the quiet reap has not reached: until it
+   * has, the drain is not complete (finish() would destroy an idle one under a request on its way).
+   */
+  const unreaped = new Set<NetServer>()
+  /** Delay before closeIdleConnections() runs again for busy connections from before attach(); doubles. */
+  let recheckMs = UNTRACKED_RECHECK_MS
   /** Upgraded connections, kept as a count so openConnections is O(1) (it runs on every close). */
   let upgradedCount = 0
 
@@ -156,6 +170,8 @@ export function createServerTracker(options: {
       const watchers = connection.watchers.splice(0)
       connection.pending.length = 0
       for (const watcher of watchers) watcher?.closed()
+      // A response still being written may have held back closeIdleConnections() (see reap()).
+      if (stopping) scheduleReap(0)
     }
     events.onConnectionsChanged()
   }
@@ -174,9 +190,19 @@ export function createServerTracker(options: {
 
   function onSecureConnection(socket: Socket): void {
     for (const raw of handshaking) {
-      // The raw socket under this TLS socket: same peer. Public fields only, no `_parent`.
-      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress)
+      // The raw socket under this TLS socket: the same TCP connection, so the same four addresses.
+      // Public fields only, no `_parent`. The peer alone is not enough: behind a proxy or sidecar,
+      // one client port may reach two attached https servers, and the other server's stalled
+      // handshake would be forgotten, open until Node's handshakeTimeout (120 s).
+      if (
+        raw.remotePort === socket.remotePort &&
+        raw.localPort === socket.localPort &&
+        raw.remoteAddress === socket.remoteAddress &&
+        raw.localAddress === socket.localAddress
+      ) {
         handshaking.delete(raw)
+        break
+      }
     }
     track(socket)
   }
@@ -384,18 +410,70 @@ export function createServerTracker(options: {
       if (event === 'upgrade') queueMicrotask(guardUpgrades)
       else if (event === 'checkContinue') queueMicrotask(guardContinues)
     })
-    if (server.listening) {
-      server.getConnections((error, count) => {
-        if (!error && count > connections.length + handshaking.size) {
-          hasUntracked = true
-          log.info(
-            { connections: count - connections.length - handshaking.size },
-            `${count - connections.length - handshaking.size} connection(s) opened before attach(); Node's own idle reaping will close them`,
-          )
-        }
-      })
-    }
+    if (server.listening) countUntracked(server)
     if (stopping) stopServer(server)
+  }
+
+  /**
+   * Compares the server's own count with the sockets of it seen here: more means connections opened
+   * before attach(). Asynchronous (getConnections), so the drain waits for the answer.
+   */
+  function countUntracked(server: NetServer): void {
+    // http2: sessions, not reachable by closeIdleConnections() (an h2c server has none).
+    const isReapable =
+      !http2Servers.has(server) && typeof (server as HttpServer).closeIdleConnections === 'function'
+    if (isReapable) {
+      untracked.add(server)
+      unreaped.add(server)
+    }
+    server.getConnections((error, count) => {
+      const opened = error ? 0 : count - knownSockets(server)
+      if (opened <= 0 || !isReapable || finished) {
+        untracked.delete(server)
+        if (unreaped.delete(server)) events.onConnectionsChanged()
+      }
+      if (opened <= 0) return
+      const address = describeAddress(server)
+      log.info(
+        { connections: opened, server: address },
+        isReapable
+          ? `${opened} connection(s) opened before attach() on ${address}; closed once idle and the server quiet after stopping began; attach right after creating the server to see every connection`
+          : `${opened} connection(s) opened before attach() on ${address}; HTTP/2 sessions close only once a request on them is seen; attach right after creating the server to see every connection`,
+      )
+      if (stopping && !finished) scheduleReap(0)
+    })
+  }
+
+  /** Sockets of `server` seen here and not destroyed: what its getConnections() counts (raw TCP for https). */
+  function knownSockets(server: NetServer): number {
+    let known = 0
+    if (http2Servers.has(server)) {
+      for (const socket of http2Sockets) if (serverOf(socket) === server && !socket.destroyed) known++
+      return known
+    }
+    // A destroyed socket has left the server's count already, but not yet `connections` (its 'close' comes later).
+    for (const { socket } of connections) if (serverOf(socket) === server && !socket.destroyed) known++
+    for (const socket of handshaking) if (serverOf(socket) === server && !socket.destroyed) known++
+    return known
+  }
+
+  /**
+   * Runs closeIdleConnections() on `server`, which reaches the connections opened before attach()
+   * (tracked idle ones of it are quiet by then: see reap()). Busy ones are left by Node (a response
+   * begun before attach(), which cannot be seen ending; an https handshake that never completes):
+   * while the server's count says some remain, the reap comes back, less and less often.
+   */
+  function reapUntracked(server: NetServer): void {
+    ;(server as HttpServer).closeIdleConnections?.()
+    server.getConnections((error, count) => {
+      if (finished || !untracked.has(server)) return
+      if (error || count <= knownSockets(server)) {
+        untracked.delete(server)
+        return
+      }
+      scheduleReap(Math.max(idleGraceMs, recheckMs))
+      recheckMs = Math.min(recheckMs * 2, MAX_UNTRACKED_RECHECK_MS)
+    })
   }
 
   function onLateListen(this: NetServer): void {
@@ -478,33 +556,46 @@ export function createServerTracker(options: {
     }
     reapTimer = undefined
     let next = Number.POSITIVE_INFINITY
+    // Servers where closeIdleConnections() would destroy a tracked socket before its time: it takes
+    // every idle socket of its server, and every response that has ended, written out or not.
+    // Only looked for while some server may hold connections opened before attach().
+    const held = untracked.size > 0 ? new Set<unknown>() : undefined
     // Backwards: a socket closing under the loop moves an entry already visited into its place.
     for (let i = connections.length - 1; i >= 0; i--) {
       const connection = connections[i] as Connection
+      if (connection.upgraded) continue
+      if (connection.pending.length > 0) {
+        // Still being written to a slow client: its close (or its socket's) schedules the next check.
+        if (held !== undefined && connection.pending.some((response) => response.writableEnded))
+          held.add(serverOf(connection.socket))
+        continue
+      }
       // A last response makes Node end its socket; one whose head had gone out with keep-alive
       // before it was marked (a server discovered late) leaves it open: idle like any other.
-      if (
-        connection.upgraded ||
-        connection.pending.length > 0 ||
-        (connection.hasLastRequest && connection.socket.writableEnded)
-      )
-        continue
+      if (connection.hasLastRequest && connection.socket.writableEnded) continue
       // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
       // long: a client mid-reuse would have shown up as a request by now.
       const quietSince = Math.max(lastRequestAt, connection.idleSince)
       // Bytes Node has read but not parsed yet are a request on its way: not idle.
       const quiet = now - quietSince >= idleGraceMs && connection.socket.readableLength === 0
       if (quiet) closeGently(connection.socket)
-      else next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
+      else {
+        next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
+        held?.add(serverOf(connection.socket))
+      }
     }
     if (now - lastRequestAt >= idleGraceMs) {
       for (const socket of handshaking) socket.destroy()
-      // Node's closeIdleConnections() destroys every idle socket synchronously; only needed (and only
-      // worth its cost with thousands of sockets) for connections we never saw open.
-      if (!reapedUntracked && hasUntracked) {
-        reapedUntracked = true
-        for (const server of servers) (server as HttpServer).closeIdleConnections?.()
+      // Node's closeIdleConnections() costs a walk over every socket of the server: only for servers
+      // that may hold connections we never saw open, and postponed (to `next`) while it would close
+      // a tracked socket still within its own grace.
+      let reached = false
+      for (const server of untracked) {
+        if (held?.has(server)) continue
+        reapUntracked(server)
+        if (unreaped.delete(server)) reached = true
       }
+      if (reached) events.onConnectionsChanged()
     } else {
       next = Math.min(next, lastRequestAt + idleGraceMs)
     }
@@ -553,12 +644,17 @@ export function createServerTracker(options: {
       finished = true
       if (reapTimer !== undefined) clock.clearTimeout(reapTimer)
       reapTimer = undefined
+      untracked.clear()
+      unreaped.clear()
       const destroyed = destroyAll()
       for (const server of servers) detach(server)
       return destroyed
     },
     get openConnections() {
       return sessions.size + connections.length - upgradedCount
+    },
+    get isAwaitingReap() {
+      return unreaped.size > 0
     },
     get idleConnections() {
       let idle = 0
@@ -585,6 +681,24 @@ const OURS = Symbol.for('@lameduck/core listener')
 const LATE_TURN_MS = 10
 /** A loop that is late turn after turn is judged anyway after this many more turns. */
 const MAX_LATE_TURNS = 20
+/** closeIdleConnections() runs again this long after it left busy connections from before attach()… */
+const UNTRACKED_RECHECK_MS = 100
+/** …then twice as long each time, up to this. */
+const MAX_UNTRACKED_RECHECK_MS = 1_000
+
+/** The server that accepted `socket`: net and tls set `server` on every accepted socket, raw and TLS. */
+function serverOf(socket: Socket): unknown {
+  return (socket as Socket & { server?: unknown }).server
+}
+
+/** Where `server` listens, for log lines: `host:port` or the pipe's path. */
+function describeAddress(server: NetServer): string {
+  const address = server.address()
+  if (address === null || typeof address === 'string') return String(address)
+  return address.address.includes(':')
+    ? `[${address.address}]:${address.port}`
+    : `${address.address}:${address.port}`
+}
 
 /** FIN, then close: nothing queued is lost, and the peer sees an orderly end, never a reset. */
 function closeGently(socket: Socket): void {

@@ -297,7 +297,15 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   function checkDrained(): void {
-    if (state === 'stopping' && inFlight === 0 && tasks.size === 0 && tracker.openConnections === 0)
+    if (
+      state === 'stopping' &&
+      inFlight === 0 &&
+      tasks.size === 0 &&
+      tracker.openConnections === 0 &&
+      // Connections opened before attach() are closed by the quiet reap, not by finish() under a
+      // request on its way: the reap tells when it has run (onConnectionsChanged).
+      !tracker.isAwaitingReap
+    )
       wakeDrain?.()
   }
 

@@ -1,7 +1,8 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
+import tls from 'node:tls'
 import {
   closeServer,
   deferred,
@@ -94,6 +95,47 @@ describe('HTTPS', () => {
       expect(done.graceful).toBe(true)
     },
   )
+
+  it('closes a stalled handshake once quiet when another attached server got a connection from the same client port', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 30 })
+    const answer = handler(shutdown, Promise.resolve(), () => {})
+    const a = shutdown.attach(https.createServer(tlsCredentials(), answer))
+    const b = shutdown.attach(https.createServer(tlsCredentials(), answer))
+    const [portA, portB] = [await listenOn(a), await listenOn(b)]
+    cleanups.push(
+      () => closeServer(a),
+      () => closeServer(b),
+    )
+    // Connects to B and never sends its ClientHello.
+    const accepted = nextEvent<[net.Socket]>(b, 'connection')
+    const stalled = net.connect({ host: '127.0.0.1', port: portB, localAddress: '127.0.0.1' })
+    stalled.on('error', () => {})
+    cleanups.push(() => void stalled.destroy())
+    await within(2_000, nextEvent(stalled, 'connect'), 'the stalled client to connect')
+    const [onB] = await within(2_000, accepted, 'B to accept it')
+    const stalledClosed = nextEvent(stalled, 'close')
+    // From the same client address and port, to A (one proxy or sidecar in front of both servers):
+    // the same peer as B's connection, another local port.
+    const secured = nextEvent(a, 'secureConnection')
+    const sameSource = net.connect({
+      host: '127.0.0.1',
+      port: portA,
+      localAddress: '127.0.0.1',
+      localPort: stalled.localPort as number,
+    })
+    const client = tls.connect({ socket: sameSource, ca: tlsCredentials().cert })
+    client.on('error', () => {})
+    cleanups.push(() => void client.destroy())
+    await within(2_000, secured, 'the handshake with A')
+    let stalledOpenAtClosing: boolean | undefined
+    shutdown.on('statechange', (state) => {
+      if (state === 'closing') stalledOpenAtClosing = !onB.destroyed
+    })
+    const done = await within(2_000, shutdown.close('test'), 'the drain')
+    expect(done.graceful).toBe(true)
+    expect(stalledOpenAtClosing).toBe(false)
+    await within(2_000, stalledClosed, 'the stalled client to see its connection closed')
+  })
 })
 
 describe('HTTP/2', () => {
