@@ -112,6 +112,8 @@ export function createServerTracker(options: {
    */
   let lastRequestAt = Number.NEGATIVE_INFINITY
   let reapTimer: unknown
+  /** When the armed check fires; −∞ once it has fired and waits for the poll phase to run. */
+  let reapDueAt = Number.POSITIVE_INFINITY
   /** finish() ran: no more reaping (a check already queued finds nothing to do). */
   let finished = false
   /**
@@ -188,20 +190,26 @@ export function createServerTracker(options: {
     }
   }
 
-  function onSecureConnection(socket: Socket): void {
-    for (const raw of handshaking) {
-      // The raw socket under this TLS socket: the same TCP connection, so the same four addresses.
-      // Public fields only, no `_parent`. The peer alone is not enough: behind a proxy or sidecar,
-      // one client port may reach two attached https servers, and the other server's stalled
-      // handshake would be forgotten, open until Node's handshakeTimeout (120 s).
-      if (
-        raw.remotePort === socket.remotePort &&
-        raw.localPort === socket.localPort &&
-        raw.remoteAddress === socket.remoteAddress &&
-        raw.localAddress === socket.localAddress
-      ) {
-        handshaking.delete(raw)
-        break
+  function onSecureConnection(this: NetServer, socket: Socket): void {
+    // The raw socket under this TLS socket: the same TCP connection, so the same four addresses.
+    // Public fields only, no `_parent`. The peer alone is not enough: behind a proxy or sidecar, one
+    // client port may reach two attached https servers, and the other server's stalled handshake
+    // would be forgotten, open until Node's handshakeTimeout (120 s).
+    if (socket.remoteAddress === undefined) {
+      // A pipe has no addresses to tell its handshakes apart: every one of this server's is let go,
+      // never one still in use closed as stalled (a stalled one waits for Node's handshakeTimeout).
+      for (const raw of handshaking) if (serverOf(raw) === this) handshaking.delete(raw)
+    } else {
+      for (const raw of handshaking) {
+        if (
+          raw.remotePort === socket.remotePort &&
+          raw.localPort === socket.localPort &&
+          raw.remoteAddress === socket.remoteAddress &&
+          raw.localAddress === socket.localAddress
+        ) {
+          handshaking.delete(raw)
+          break
+        }
       }
     }
     track(socket)
@@ -530,12 +538,21 @@ export function createServerTracker(options: {
   }
 
   function scheduleReap(delayMs: number): void {
-    if (reapTimer !== undefined) return
+    // One check armed at a time, at the earliest time asked for: a later request waits for it (the
+    // check reschedules whatever is still due), an earlier one moves it (a socket gone idle must not
+    // wait for a slow recheck of connections from before attach()).
+    const dueAt = clock.now() + delayMs
+    if (reapTimer !== undefined) {
+      if (dueAt >= reapDueAt) return
+      clock.clearTimeout(reapTimer)
+    }
+    reapDueAt = dueAt
     // Timers run before the poll phase: after a stalled event loop (a busy or starved process) the
     // timer would fire while requests sit unread in socket buffers, and the server would look quiet
     // when it is not — closing a socket with unread input sends RST. setImmediate runs after the
     // poll phase, once those requests have been read and counted.
     reapTimer = clock.setTimeout(() => {
+      reapDueAt = Number.NEGATIVE_INFINITY
       const firedAt = clock.now()
       setImmediate(() => reap(firedAt, 0))
     }, delayMs)
@@ -555,6 +572,7 @@ export function createServerTracker(options: {
       return
     }
     reapTimer = undefined
+    reapDueAt = Number.POSITIVE_INFINITY
     let next = Number.POSITIVE_INFINITY
     // Servers where closeIdleConnections() would destroy a tracked socket before its time: it takes
     // every idle socket of its server, and every response that has ended, written out or not.

@@ -215,6 +215,41 @@ describe('connections opened before attach()', () => {
     expect(done.connectionsDestroyed).toBe(0)
   })
 
+  it('closes a tracked socket idleGraceMs after it goes idle, not at the next, slower recheck of one never used', async () => {
+    const clock = createFakeClock()
+    const shutdown = shutdownWith(clock)
+    const streamed = deferred<http.ServerResponse>()
+    const { server, port } = await start((req, res) => {
+      if (req.url !== '/stream') return false
+      res.writeHead(200, { 'content-length': '2' }).write('o')
+      streamed.resolve(res)
+      return true
+    })
+    // Never sends a request: Node's closeIdleConnections() does not reach it, so it is checked for
+    // again, less and less often, until the close hooks have run.
+    const neverUsed = await rawConnect(port)
+    shutdown.attach(server)
+    const raw = await idleConnection(port)
+    raw.write(rawRequest('GET', '/stream'))
+    const res = await within(2_000, streamed.promise, 'the stream to start')
+    const report = shutdown.close('test')
+    await advance(clock, 0)
+    // Quiet at 100 ms: closeIdleConnections(), then rechecks 100, 200 and 400 ms apart.
+    for (const ms of [100, 100, 200]) await advance(clock, ms)
+    const responseClosed = nextEvent(res, 'close')
+    res.end('k')
+    await within(2_000, responseClosed, 'the streamed response to close')
+    await advance(clock, 100)
+    const { data, error } = await within(2_000, raw.closed, 'the connection to close, idle for idleGraceMs')
+    expect(error).toBeUndefined()
+    expect(summary(data)).toEqual([
+      [200, 'ok /first', 'keep-alive'],
+      [200, 'ok', 'keep-alive'],
+    ])
+    expect((await within(2_000, report, 'the drain')).graceful).toBe(true)
+    await within(2_000, neverUsed.closed, 'the unused connection to be ended after the close hooks')
+  })
+
   it('closes one that was busy at the quiet check once it goes idle, while the close hooks run', async () => {
     const clock = createFakeClock()
     const shutdown = shutdownWith(clock)

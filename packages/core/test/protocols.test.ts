@@ -1,10 +1,14 @@
+import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
 import net, { type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import tls from 'node:tls'
 import {
   closeServer,
+  createFakeClock,
   deferred,
   nextEvent,
   parseResponses,
@@ -135,6 +139,63 @@ describe('HTTPS', () => {
     expect(done.graceful).toBe(true)
     expect(stalledOpenAtClosing).toBe(false)
     await within(2_000, stalledClosed, 'the stalled client to see its connection closed')
+  })
+
+  it('on a unix socket, does not take a TLS connection for another, stalled handshake (no addresses to tell them apart)', async () => {
+    const clock = createFakeClock()
+    const shutdown = createShutdown({
+      signals: false,
+      logger: false,
+      clock,
+      timeoutMs: 5_000,
+      idleGraceMs: 30,
+    })
+    const gate = deferred()
+    const arrived = deferred()
+    const server = https.createServer(
+      tlsCredentials(),
+      handler(shutdown, gate.promise, () => arrived.resolve(), 'admit'),
+    )
+    shutdown.attach(server)
+    const dir = mkdtempSync(join(tmpdir(), 'lameduck-pipe-'))
+    const path = join(dir, 'https.sock')
+    await new Promise<void>((resolve) => server.listen(path, resolve))
+    cleanups.push(
+      () => rmSync(dir, { recursive: true, force: true }),
+      () => closeServer(server),
+    )
+    // Connects and never sends its ClientHello.
+    const accepted = nextEvent(server, 'connection')
+    const stalled = net.connect(path)
+    stalled.on('error', () => {})
+    cleanups.push(() => void stalled.destroy())
+    await within(2_000, accepted, 'the stalled connection to be accepted')
+    const secured = nextEvent<[tls.TLSSocket]>(server, 'secureConnection')
+    const client = tls.connect({ path, ca: tlsCredentials().cert, servername: 'localhost' })
+    client.on('error', () => {})
+    cleanups.push(() => void client.destroy())
+    const [onServer] = await within(2_000, secured, 'the handshake')
+    let data = ''
+    client.setEncoding('utf8')
+    client.on('data', (chunk: string) => (data += chunk))
+    const clientClosed = nextEvent(client, 'close')
+    client.write(rawRequest('GET', '/slow'))
+    await within(2_000, arrived.promise, 'the request to reach the handler')
+    const report = shutdown.close('test')
+    // Quiet for idleGraceMs: stalled handshakes are closed now, and this connection is not one.
+    const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+    for (const ms of [0, 30]) {
+      await clock.advance(ms)
+      await turn()
+    }
+    await turn()
+    expect(onServer.destroyed).toBe(false)
+    gate.resolve()
+    await within(2_000, clientClosed, 'the connection to close after its response')
+    expect(parseResponses(data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'ok /slow', 'close'],
+    ])
+    expect((await within(2_000, report, 'the drain')).graceful).toBe(true)
   })
 })
 
