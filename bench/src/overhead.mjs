@@ -4,6 +4,7 @@
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { LIBRARIES } from './libraries.mjs'
+import { runPaired } from './paired.mjs'
 import { cpuMicros, startServer } from './processes.mjs'
 import { runProfiles } from './profile.mjs'
 import { fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
@@ -18,6 +19,8 @@ export function overheadPlan({ quick, rounds }) {
     warmupS: quick ? 0.5 : 1,
     slices: quick ? 2 : 4,
     sliceS: quick ? 0.5 : 1,
+    // The paired runs (paired.mjs): each pair loaded at once for this long.
+    pairS: quick ? 1 : 4,
     connections: 32,
     pipelining: 1,
   }
@@ -169,6 +172,7 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
     }
   }
 
+  const paired = await runPaired({ quick, plan, available, frameworks, log, loadOptions })
   const profiles = await runProfiles({ quick, plan, available, frameworks, log, loadOptions })
 
   const header = [
@@ -254,7 +258,9 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
     '',
     table(header, rows),
     '',
+    paired.markdown,
+    '',
     profiles.markdown,
   ].join('\n')
-  return { markdown, summary: [...summary, ...profiles.summary] }
+  return { markdown, summary: [...summary, ...paired.summary, ...profiles.summary] }
 }
