@@ -7,7 +7,7 @@ import { LIBRARIES } from './libraries.mjs'
 import { runPaired } from './paired.mjs'
 import { cpuMicros, startServer } from './processes.mjs'
 import { runProfiles } from './profile.mjs'
-import { fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
+import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
 
 /** Client CPU at or above this share of one core means autocannon, not the server, set the pace. */
 const SATURATED = 0.9
@@ -205,16 +205,8 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
         fmtSpread(pick('cpuUsPerReq'), 1),
         arm.id === 'bare' ? '1' : fmtRatioSpread(cpuRatios),
         arm.id === 'bare' ? '1' : fmtRatioSpread(ratio('reqPerSec')),
-        fmtSpread(
-          pick('serverCpu').map((v) => v * 100),
-          0,
-          '%',
-        ),
-        fmtSpread(
-          pick('clientCpu').map((v) => v * 100),
-          0,
-          '%',
-        ),
+        fmtPercentSpread(pick('serverCpu')),
+        fmtPercentSpread(pick('clientCpu')),
         `${runs.filter((run) => run.clientCpu >= SATURATED).length}/${runs.length}`,
         String(pick('problems').reduce((a, b) => a + b, 0)),
       ])

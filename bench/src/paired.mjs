@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { cpuMicros, startServer } from './processes.mjs'
-import { fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
+import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
 
 /** Both servers together below this share of their CPU: they were not saturated (the load was). */
 const SERVERS_BUSY = 0.9
@@ -193,16 +193,8 @@ export async function runPaired({ quick, plan, available, frameworks, log, loadO
         fmtRatioSpread(cpuRatios),
         fmtRatioSpread(pick('rateRatio')),
         fmtSpread(pick('bareCpuUsPerReq'), 1),
-        fmtSpread(
-          pick('serversBusy').map((v) => v * 100),
-          0,
-          '%',
-        ),
-        fmtSpread(
-          pick('clientCpu').map((v) => v * 100),
-          0,
-          '%',
-        ),
+        fmtPercentSpread(pick('serversBusy')),
+        fmtPercentSpread(pick('clientCpu')),
         `${unsaturated} / ${clientBound}`,
         String(pick('problems').reduce((a, b) => a + b, 0)),
       ])
@@ -231,7 +223,10 @@ export async function runPaired({ quick, plan, available, frameworks, log, loadO
       'started together, the order alternated). Both servers share their CPU for the whole measurement, so ' +
       "a change in the machine's speed hits both at the same instant; CPU/request is each server's " +
       'utime+stime over the measured load / its 2xx responses, and the ratio is per pair. "bare (A/A)" ' +
-      "pairs two bare servers: the method's own error. Verdicts as above. " +
+      "pairs two bare servers: the method's own error. Verdicts as above. Two servers sharing one CPU each " +
+      'cost more per request than one alone (context switches, caches shared; compare "bare CPU µs/req" with ' +
+      'the table above), and an arm with more work per request may lose more to that: a paired ratio can ' +
+      'overstate what the arm costs a server that has a CPU to itself. ' +
       `"unsaturated": both servers together below ${SERVERS_BUSY * 100}% of their CPU (the load, not the ` +
       `servers, set the pace); "client-bound": the load generator at ${SATURATED * 100}% of a core or more.`,
     '',

@@ -71,6 +71,15 @@ export function fmtSpread(values, digits = 0, unit = '') {
     : `${head} (${fmt(min, digits)}–${fmt(max, digits)})`
 }
 
+/** Shares (0.93 for 93 %) as `93% (88–97)`. */
+export function fmtPercentSpread(shares) {
+  return fmtSpread(
+    shares.map((share) => share * 100),
+    0,
+    '%',
+  )
+}
+
 /** A ratio as `1.013×`. */
 export function fmtRatio(value) {
   return Number.isFinite(value) ? `${value.toFixed(3)}×` : '–'
