@@ -1,4 +1,5 @@
 import {
+  deferred,
   expectRefusalBytes,
   parseResponses,
   rawConnect,
@@ -10,11 +11,13 @@ import {
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createFastifyApp, type FastifyAdapterApp } from './app.js'
+import { startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 let current: FastifyAdapterApp | undefined
 afterEach(async () => {
   await current?.close()
   current = undefined
+  await stopFastifyApps()
 })
 
 async function start(options: Parameters<typeof createFastifyApp>[0]) {
@@ -154,5 +157,44 @@ describe('the last request on an open connection once stopping', () => {
       [200, 'behind', 'close'],
     ])
     expect((await within(3_000, report, 'the report')).requests).toMatchObject({ completed: 2, refused: 0 })
+  })
+
+  it('a refused request skips every later hook and the handler but still reaches onResponse, with its 503', async () => {
+    const seen: string[] = []
+    const parked = deferred()
+    const arrived = deferred()
+    const { app, port } = await startFastify(
+      (fastify) => {
+        fastify.addHook('onRequest', async (req) => void seen.push(`onRequest ${req.url}`))
+        fastify.addHook('preHandler', async (req) => void seen.push(`preHandler ${req.url}`))
+        fastify.addHook(
+          'onResponse',
+          async (req, reply) => void seen.push(`onResponse ${req.url} ${reply.statusCode}`),
+        )
+        fastify.get('/fast', async () => 'fast')
+        fastify.get('/slow', async () => {
+          arrived.resolve()
+          await parked.promise
+          return 'slow'
+        })
+      },
+      { timeoutMs: 5_000, idleGraceMs: 2_000, lateRequests: 'refuse' },
+    )
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/fast'))
+    await raw.waitFor('fast')
+    // Keeps the drain open while the late request comes in.
+    const busy = request(port, { path: '/slow' })
+    await within(2_000, arrived.promise, 'the slow request to reach its handler')
+    const report = app.shutdown.close('test')
+    await reached(app.shutdown, 'stopping')
+    raw.write(rawRequest('GET', '/late'))
+    const { data } = await within(3_000, raw.closed, 'the refused connection to close')
+    expect(parseResponses(data).map((r) => r.status)).toEqual([200, 503])
+    await until(() => seen.includes('onResponse /late 503'), 2_000, 'onResponse for the refusal')
+    expect(seen.filter((entry) => entry.includes('/late'))).toEqual(['onResponse /late 503'])
+    parked.resolve()
+    await within(2_000, busy, 'the slow response')
+    await within(3_000, report, 'the report')
   })
 })
