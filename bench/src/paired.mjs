@@ -93,6 +93,7 @@ async function measurePair({ plan, group, partner, place, swap, loadOptions }) {
     for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
     const failed = started.find((outcome) => outcome.status === 'rejected')
     if (failed) throw failed.reason
+    // Allowed for this process, so for its children too; one that has already exited fails below.
     if (place) for (const server of servers) pin(server.pid, place.server)
     const order = swap ? [1, 0] : [0, 1]
     const options = servers.map((server) =>
@@ -131,10 +132,14 @@ async function measurePair({ plan, group, partner, place, swap, loadOptions }) {
  * the load is the same. Returns `{ markdown, summary }`.
  */
 export async function runPaired({ quick, plan, available, frameworks, log, loadOptions }) {
-  const place = pinning()
+  let place = pinning()
   const groups = pairGroups(available, quick, frameworks)
   const results = new Map() // `${fw}/${mode}/${partner}` → measurement per round
-  if (place) pin(process.pid, place.client)
+  try {
+    if (place) pin(process.pid, place.client)
+  } catch {
+    place = undefined // Not allowed here (a container without CAP_SYS_NICE, say): measured unpinned.
+  }
   try {
     for (let round = 0; round < plan.rounds; round++) {
       for (const group of groups) {
