@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { LIBRARIES } from './libraries.mjs'
 import { runPaired } from './paired.mjs'
-import { cpuMicros, startServer } from './processes.mjs'
+import { cpuMicros, withServers } from './processes.mjs'
 import { runProfiles } from './profile.mjs'
 import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
 
@@ -97,23 +97,7 @@ function groups(available, quick, frameworks) {
  * first slice and once after its last.
  */
 async function measureRound(plan, group) {
-  const servers = []
-  try {
-    const started = await Promise.allSettled(
-      group.arms.map((arm) =>
-        startServer({
-          fw: group.fw,
-          lib: arm.lib,
-          timeoutMs: 10_000,
-          health: arm.health,
-          noop: arm.noop === true,
-          maxLifeMs: 120_000,
-        }),
-      ),
-    )
-    for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
-    const failed = started.find((outcome) => outcome.status === 'rejected')
-    if (failed) throw failed.reason
+  return withArms(group.fw, group.arms, async (servers) => {
     const options = servers.map((server) => loadOptions(plan, server.port, { mode: group.mode }))
     for (const option of options) await autocannon({ ...option, duration: plan.warmupS })
     const totals = servers.map(() => ({ ok: 0, problems: 0, wallUs: 0, clientUs: 0, cpuStart: 0, cpuEnd: 0 }))
@@ -144,10 +128,20 @@ async function measureRound(plan, group) {
         problems: total.problems,
       }
     })
-  } finally {
-    for (const server of servers) server.end()
-    await Promise.all(servers.map((server) => server.exited))
-  }
+  })
+}
+
+/** Fresh servers for `arms` of framework `fw`, ended by PID once `use(servers)` has settled. */
+function withArms(fw, arms, use) {
+  const configs = arms.map((arm) => ({
+    fw,
+    lib: arm.lib,
+    timeoutMs: 10_000,
+    health: arm.health === true,
+    noop: arm.noop === true,
+    maxLifeMs: 120_000,
+  }))
+  return withServers(configs, use)
 }
 
 /** Runs the section; `log` prints progress. Returns `{ markdown, summary }`. */
@@ -172,7 +166,7 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
     }
   }
 
-  const paired = await runPaired({ quick, plan, available, frameworks, log, loadOptions })
+  const paired = await runPaired({ quick, plan, available, frameworks, log, loadOptions, withArms })
   const profiles = await runProfiles({ quick, plan, available, frameworks, log, loadOptions })
 
   const header = [

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
-import { cpuMicros, startServer } from './processes.mjs'
+import { cpuMicros } from './processes.mjs'
 import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
 
 /** Both servers together below this share of their CPU: they were not saturated (the load was). */
@@ -74,25 +74,8 @@ function pairGroups(available, quick, frameworks) {
  * loaded at once with the same arguments; CPU read around the measured load only. `swap` starts
  * the partner's load first (alternated, so neither side always leads).
  */
-async function measurePair({ plan, group, partner, place, swap, loadOptions }) {
-  const arms = [{ lib: 'none' }, partner]
-  const servers = []
-  try {
-    const started = await Promise.allSettled(
-      arms.map((arm) =>
-        startServer({
-          fw: group.fw,
-          lib: arm.lib,
-          timeoutMs: 10_000,
-          health: arm.health === true,
-          noop: arm.noop === true,
-          maxLifeMs: 120_000,
-        }),
-      ),
-    )
-    for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
-    const failed = started.find((outcome) => outcome.status === 'rejected')
-    if (failed) throw failed.reason
+async function measurePair({ plan, group, partner, place, swap, loadOptions, withArms }) {
+  return withArms(group.fw, [{ lib: 'none' }, partner], async (servers) => {
     // Allowed for this process, so for its children too; one that has already exited fails below.
     if (place) for (const server of servers) pin(server.pid, place.server)
     const order = swap ? [1, 0] : [0, 1]
@@ -121,17 +104,14 @@ async function measurePair({ plan, group, partner, place, swap, loadOptions }) {
       clientCpu: (client.user + client.system) / wallUs,
       problems: results.reduce((sum, r) => sum + r.non2xx + r.errors + r.timeouts, 0),
     }
-  } finally {
-    for (const server of servers) server.end()
-    await Promise.all(servers.map((server) => server.exited))
-  }
+  })
 }
 
 /**
- * Runs the pairs, `plan.rounds` rounds of every group; `loadOptions` is the overhead section's, so
- * the load is the same. Returns `{ markdown, summary }`.
+ * Runs the pairs, `plan.rounds` rounds of every group; `loadOptions` and `withArms` are the overhead
+ * section's, so the load and the servers are the same. Returns `{ markdown, summary }`.
  */
-export async function runPaired({ quick, plan, available, frameworks, log, loadOptions }) {
+export async function runPaired({ quick, plan, available, frameworks, log, loadOptions, withArms }) {
   let place = pinning()
   const groups = pairGroups(available, quick, frameworks)
   const results = new Map() // `${fw}/${mode}/${partner}` → measurement per round
@@ -151,6 +131,7 @@ export async function runPaired({ quick, plan, available, frameworks, log, loadO
             place,
             swap: (round + index) % 2 === 1,
             loadOptions,
+            withArms,
           })
           const key = `${group.fw}/${group.mode}/${partner.id}`
           if (!results.has(key)) results.set(key, [])

@@ -147,6 +147,25 @@ export async function startServer(config, readyMs = 15_000) {
   }
 }
 
+/**
+ * Starts a server per config, all at once, and resolves with what `use(servers)` resolves with. Every
+ * one started is ended by PID afterwards, whatever happened; if one fails to start, the others are
+ * ended and its error is thrown.
+ */
+export async function withServers(configs, use) {
+  const servers = []
+  try {
+    const started = await Promise.allSettled(configs.map((config) => startServer(config)))
+    for (const outcome of started) if (outcome.status === 'fulfilled') servers.push(outcome.value)
+    const failed = started.find((outcome) => outcome.status === 'rejected')
+    if (failed) throw failed.reason
+    return await use(servers)
+  } finally {
+    for (const server of servers) server.end()
+    await Promise.all(servers.map((server) => server.exited))
+  }
+}
+
 /** Wall-clock milliseconds of a `performance.now()` reading, comparable with a child's probe. */
 export function wallClock(now) {
   return performance.timeOrigin + now
