@@ -434,8 +434,7 @@ export function createServerTracker(options: {
       untracked.add(server)
       unreaped.add(server)
     }
-    server.getConnections((error, count) => {
-      const opened = error ? 0 : count - knownSockets(server)
+    countUnseen(server, (opened) => {
       if (opened <= 0 || !isReapable || finished) {
         untracked.delete(server)
         if (unreaped.delete(server)) events.onConnectionsChanged()
@@ -450,6 +449,11 @@ export function createServerTracker(options: {
       )
       if (stopping && !finished) scheduleReap(0)
     })
+  }
+
+  /** Calls back with how many of the sockets the server counts were never seen here (0 on an error). */
+  function countUnseen(server: NetServer, then: (unseen: number) => void): void {
+    server.getConnections((error, count) => then(error ? 0 : count - knownSockets(server)))
   }
 
   /** Sockets of `server` seen here and not destroyed: what its getConnections() counts (raw TCP for https). */
@@ -473,9 +477,9 @@ export function createServerTracker(options: {
    */
   function reapUntracked(server: NetServer): void {
     ;(server as HttpServer).closeIdleConnections?.()
-    server.getConnections((error, count) => {
+    countUnseen(server, (unseen) => {
       if (finished || !untracked.has(server)) return
-      if (error || count <= knownSockets(server)) {
+      if (unseen <= 0) {
         untracked.delete(server)
         return
       }
