@@ -60,8 +60,6 @@ export interface ServerTracker {
    * tracked here (HTTP/2, already closed, dropped): the caller must watch it itself.
    */
   watch(req: AnyRequest, res: AnyResponse, watcher: ResponseWatcher): boolean
-  /** The watcher set on `res` by {@link ServerTracker.watch}, while `res` is open. */
-  watcherOf(req: AnyRequest, res: AnyResponse): ResponseWatcher | undefined
   /** True for a request pipelined behind a response that closes its connection: it must not run. */
   isDropped(req: AnyRequest): boolean
   stop(): void
@@ -253,9 +251,15 @@ export function createServerTracker(options: {
     connection.pending.push(response)
     connection.watchers.push(undefined)
     // The response's own 'close' (emitted once, so `on`); one that never comes is covered by the
-    // socket's 'close' in track().
-    response.on('close', () => responseClosed(connection, response))
+    // socket's 'close' in track(). One listener for every response, no closure per request.
+    response.on('close', onResponseClose)
     if (stopping) markLast(connection, response)
+  }
+
+  function onResponseClose(this: ServerResponse): void {
+    // The request's socket, the one observe() found the connection on (`req` is kept on a response).
+    const connection = (this.req?.socket as TrackedSocket | undefined)?.[CONNECTION]
+    if (connection !== undefined) responseClosed(connection, this)
   }
 
   function responseClosed(connection: Connection, response: ServerResponse): void {
@@ -652,11 +656,6 @@ export function createServerTracker(options: {
       if (connection === undefined || at === -1) return false
       connection.watchers[at] = watcher
       return true
-    },
-    watcherOf(req, res) {
-      const connection = connectionOf(req)
-      const at = connection?.pending.indexOf(res as ServerResponse) ?? -1
-      return at === -1 ? undefined : connection?.watchers[at]
     },
     // Only a stopping server drops requests: the common case is one comparison.
     isDropped: (req) => stopping && connectionOf(req)?.dropped?.has(req) === true,

@@ -309,8 +309,13 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       wakeDrain?.()
   }
 
-  /** Admissions the tracker cannot watch (HTTP/2 streams), found again by `hold()`. */
-  const unwatched = new WeakMap<object, Admission>()
+  /**
+   * Each admitted response carries its Admission under this Shutdown's own key, found again by
+   * `hold()` and by a second `admit()` with one property read. Not a WeakMap: hashing a response on
+   * every request costs more, and the response lives exactly as long as the entry must.
+   */
+  const ADMISSION: unique symbol = Symbol('lameduck admission')
+  type Admitted = { [ADMISSION]?: Admission }
 
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
     let server: unknown
@@ -364,26 +369,20 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   function admit(req: AnyRequest, res: AnyResponse): boolean {
-    discover(req, res)
     // Admitted already by this Shutdown (a second graceful() on the way: an app mounted in another,
     // a router with its own): counted once, or its first admission would never be released.
-    if (admissionOf(req, res) !== undefined) return true
+    if ((res as Admitted)[ADMISSION] !== undefined) return true
+    discover(req, res)
     if (!pass(req)) return false
     const admission = new Admission(leave)
-    if (!tracker.watch(req, res, admission)) {
-      unwatched.set(res, admission)
-      onResponseClosed(res, () => admission.closed())
-    }
+    ;(res as Admitted)[ADMISSION] = admission
+    // HTTP/2 streams, and responses the tracker does not hold: watched here.
+    if (!tracker.watch(req, res, admission)) onResponseClosed(res, () => admission.closed())
     return true
   }
 
-  /** The Admission of `res`, admitted by admit(): watched by the tracker, or (HTTP/2) kept here. */
-  function admissionOf(req: AnyRequest, res: AnyResponse): Admission | undefined {
-    return (tracker.watcherOf(req, res) as Admission | undefined) ?? unwatched.get(res)
-  }
-
-  function hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
-    const admission = admissionOf(req, res)
+  function hold(_req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
+    const admission = (res as Admitted)[ADMISSION]
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
     if (whenResponseCloses !== undefined) admission.whenResponseCloses(whenResponseCloses)

@@ -95,7 +95,7 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
     if (wrapped.has(handler)) return
     route.handler = function gracefulHandler(this: unknown, request, reply) {
       // The hold onRequest took, now the handler's; a new one (a no-op when the request was not
-      // admitted or its response already closed) if onRequest did not run for it.
+      // admitted or already released) if onRequest did not run for it.
       const release = takeHold(request as HeldRequest) ?? shutdown.hold(request.raw, reply.raw)
       let result: unknown
       try {
