@@ -233,6 +233,28 @@ describe('hold(): counted past the response', () => {
     expect(shutdown.inFlight).toBe(0)
   })
 
+  it('holds again a request still held after its response closed (a nested adapter), and is a no-op once released', async () => {
+    const { shutdown, port, next } = await start()
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/nested'))
+    const { req, res } = await next()
+    const outer = shutdown.hold(req, res)
+    answer(res)
+    await within(2_000, nextEvent(res, 'close'), 'the response to close')
+    expect(shutdown.inFlight).toBe(1)
+    // Still counted: a second holder keeps it counted past the first one's release.
+    const inner = shutdown.hold(req, res)
+    outer()
+    expect(shutdown.inFlight).toBe(1)
+    inner()
+    expect(shutdown.inFlight).toBe(0)
+    // Released: nothing is counted again, and a second admit() does not count it either.
+    shutdown.hold(req, res)
+    expect(shutdown.admit(req, res)).toBe(true)
+    expect(shutdown.inFlight).toBe(0)
+  })
+
   it('tells whenResponseCloses once the response has closed, while still held, before the count can drop', async () => {
     const { shutdown, port, next } = await start()
     const raw = await rawConnect(port)
