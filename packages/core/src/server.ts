@@ -399,7 +399,12 @@ export function createServerTracker(options: {
   function observeRequests(server: NetServer): void {
     const listeners = server.rawListeners('request') as Listener[]
     const app = listeners[0]
-    if (listeners.length !== 1 || app === undefined || app.listener !== undefined || app[OURS] !== undefined) {
+    if (
+      listeners.length !== 1 ||
+      app === undefined ||
+      app.listener !== undefined ||
+      app[OURS] !== undefined
+    ) {
       listen(server, 'request', observe, true)
       return
     }
