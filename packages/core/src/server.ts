@@ -60,6 +60,11 @@ export interface ServerTracker {
    * tracked here (HTTP/2, already closed, dropped): the caller must watch it itself.
    */
   watch(req: AnyRequest, res: AnyResponse, watcher: ResponseWatcher): boolean
+  /**
+   * The watcher set on the open HTTP/1 response `res` by {@link ServerTracker.watch}, `null` when it
+   * has none, `undefined` when `res` is not held here (HTTP/2, closed, never seen).
+   */
+  watcherOf(req: AnyRequest, res: AnyResponse): ResponseWatcher | null | undefined
   /** True for a request pipelined behind a response that closes its connection: it must not run. */
   isDropped(req: AnyRequest): boolean
   stop(): void
@@ -251,8 +256,11 @@ export function createServerTracker(options: {
     connection.pending.push(response)
     connection.watchers.push(undefined)
     // The response's own 'close' (emitted once, so `on`); one that never comes is covered by the
-    // socket's 'close' in track(). One listener for every response, no closure per request.
-    response.on('close', onResponseClose)
+    // socket's 'close' in track(). One listener for every response, no closure per request: it finds
+    // the connection again from `res.req`, which Node sets; a response built by hand without it
+    // (a request emitted by the app itself) gets a closure of its own.
+    if ((response as { req?: IncomingMessage }).req?.socket === socket) response.on('close', onResponseClose)
+    else response.on('close', () => responseClosed(connection, response))
     if (stopping) markLast(connection, response)
   }
 
@@ -335,6 +343,8 @@ export function createServerTracker(options: {
     [OURS]?: 'handler' | 'guard' | 'observer'
   }
   ;(onCheckContinue as Listener)[OURS] = 'handler'
+  // Never wrapped by another Shutdown's observeRequests(): each sees requests with its own.
+  ;(observe as Listener)[OURS] = 'observer'
   ;(onUpgrade as Listener)[OURS] = 'handler'
   /** The app's listeners wrapped by guard(), each with the listener it replaced (put back by detach()). */
   const guarded = new WeakMap<Listener, Listener>()
@@ -384,8 +394,12 @@ export function createServerTracker(options: {
     added.get(server)?.push([event, listener])
   }
 
-  /** Per server, the app's `'request'` listener that observeRequests() wrapped, with its wrapper. */
-  const wrappedApps = new Map<NetServer, { app: Listener; wrapper: Listener }>()
+  /**
+   * Per server, the app's `'request'` listener that observeRequests() wrapped, its wrapper, and how
+   * to turn the wrapper into a plain pass-through: once the app has removed it, or once detached,
+   * a copy of it the app puts back (code that rebuilds a server's listener list) observes nothing.
+   */
+  const wrappedApps = new Map<NetServer, { app: Listener; wrapper: Listener; retire(): void }>()
 
   /**
    * Sees every request of `server` before the app does: a framework answering synchronously inside
@@ -408,8 +422,9 @@ export function createServerTracker(options: {
       listen(server, 'request', observe, true)
       return
     }
+    let live = true
     const wrapper: Listener = function observedRequest(this: NetServer, req, res) {
-      observe(req, res)
+      if (live) observe(req, res)
       return app.call(this, req, res)
     }
     // EventEmitter's removeListener(app) also removes a wrapper whose `listener` is app.
@@ -417,11 +432,19 @@ export function createServerTracker(options: {
     wrapper[OURS] = 'observer'
     server.removeListener('request', app)
     server.on('request', wrapper)
-    wrappedApps.set(server, { app, wrapper })
+    wrappedApps.set(server, {
+      app,
+      wrapper,
+      retire: () => {
+        live = false
+      },
+    })
     listen(server, 'removeListener', (event: string | symbol) => {
-      if (event !== 'request' || !wrappedApps.has(server)) return
+      const wrapped = wrappedApps.get(server)
+      if (event !== 'request' || wrapped === undefined) return
       if ((server.rawListeners('request') as Listener[]).includes(wrapper)) return
       // The app removed its listener, and ours with it: requests are seen by a listener of our own.
+      wrapped.retire()
       wrappedApps.delete(server)
       listen(server, 'request', observe, true)
     })
@@ -432,6 +455,7 @@ export function createServerTracker(options: {
     const wrapped = wrappedApps.get(server)
     wrappedApps.delete(server)
     if (wrapped === undefined) return
+    wrapped.retire()
     const listeners = server.rawListeners('request') as Listener[]
     const at = listeners.indexOf(wrapped.wrapper)
     if (at === -1) return
@@ -714,6 +738,11 @@ export function createServerTracker(options: {
       if (connection === undefined || at === -1) return false
       connection.watchers[at] = watcher
       return true
+    },
+    watcherOf(req, res) {
+      const connection = connectionOf(req)
+      const at = connection === undefined ? -1 : connection.pending.indexOf(res as ServerResponse)
+      return at === -1 ? undefined : (connection?.watchers[at] ?? null)
     },
     // Only a stopping server drops requests: the common case is one comparison.
     isDropped: (req) => stopping && connectionOf(req)?.dropped?.has(req) === true,

@@ -147,7 +147,15 @@ class Admission implements ResponseWatcher {
   responseClosed = false
   /** Set through `hold(req, res, whenResponseCloses)`: told before the response's own hold drops. */
   private tell: (() => void) | undefined = undefined
-  constructor(private readonly leave: () => void) {}
+  /**
+   * `linger(response, this)` keeps an admission still held once its response has closed findable
+   * by `hold()` (the tracker forgets a response when it closes); `response` is undefined for `enter()`.
+   */
+  constructor(
+    private readonly leave: () => void,
+    private readonly response?: object,
+    private readonly linger?: (response: object, admission: Admission) => void,
+  ) {}
   closed(): void {
     this.responseClosed = true
     const tell = this.tell
@@ -156,6 +164,7 @@ class Admission implements ResponseWatcher {
       tell?.()
     } finally {
       this.drop()
+      if (this.holds > 0 && this.response !== undefined) this.linger?.(this.response, this)
     }
   }
   /** Calls `told` once the response has closed (soon, if it has already). */
@@ -310,12 +319,15 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   /**
-   * Each admitted response carries its Admission under this Shutdown's own key, found again by
-   * `hold()` and by a second `admit()` with one property read. Not a WeakMap: hashing a response on
-   * every request costs more, and the response lives exactly as long as the entry must.
+   * Admissions of responses the tracker does not hold: HTTP/2 streams, and responses closed while
+   * still held. Every open HTTP/1 response's is found through the tracker instead, so the common
+   * path neither hashes the response nor adds a property to it (a property added to Express's
+   * responses, whose prototype Express swaps, cost about 2 % of a request's CPU).
    */
-  const ADMISSION: unique symbol = Symbol('lameduck admission')
-  type Admitted = { [ADMISSION]?: Admission }
+  const kept = new WeakMap<object, Admission>()
+  const keep = (response: object, admission: Admission): void => {
+    kept.set(response, admission)
+  }
 
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
     let server: unknown
@@ -371,18 +383,32 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   function admit(req: AnyRequest, res: AnyResponse): boolean {
     // Admitted already by this Shutdown (a second graceful() on the way: an app mounted in another,
     // a router with its own): counted once, or its first admission would never be released.
-    if ((res as Admitted)[ADMISSION] !== undefined) return true
-    discover(req, res)
+    const watcher = tracker.watcherOf(req, res)
+    if (watcher !== null) {
+      if (watcher !== undefined) return true
+      // Not held open by the tracker: an unattached server, HTTP/2, a response already closed. Held
+      // (`null`: every HTTP/1 request its 'request' listener saw), the server is known already.
+      discover(req, res)
+      if (admissionOf(req, res) !== undefined) return true
+    }
     if (!pass(req)) return false
-    const admission = new Admission(leave)
-    ;(res as Admitted)[ADMISSION] = admission
-    // HTTP/2 streams, and responses the tracker does not hold: watched here.
-    if (!tracker.watch(req, res, admission)) onResponseClosed(res, () => admission.closed())
+    const admission = new Admission(leave, res, keep)
+    // HTTP/2 streams, and responses the tracker does not hold: watched and kept here.
+    if (!tracker.watch(req, res, admission)) {
+      kept.set(res, admission)
+      onResponseClosed(res, () => admission.closed())
+    }
     return true
   }
 
-  function hold(_req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
-    const admission = (res as Admitted)[ADMISSION]
+  /** The Admission of `res`: from the tracker while it holds `res` open, else kept here. */
+  function admissionOf(req: AnyRequest, res: AnyResponse): Admission | undefined {
+    const watcher = tracker.watcherOf(req, res)
+    return watcher === undefined ? kept.get(res) : ((watcher ?? undefined) as Admission | undefined)
+  }
+
+  function hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
+    const admission = admissionOf(req, res)
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
     if (whenResponseCloses !== undefined) admission.whenResponseCloses(whenResponseCloses)

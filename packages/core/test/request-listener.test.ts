@@ -1,9 +1,12 @@
 import http from 'node:http'
+import net from 'node:net'
+import { Writable } from 'node:stream'
 import {
   closeServer,
   type Deferred,
   deferred,
   listen,
+  nextEvent,
   parseResponses,
   rawConnect,
   rawRequest,
@@ -107,5 +110,44 @@ describe("the server's 'request' listeners", () => {
     expect(seen).toEqual(['a /x', 'b /x'])
     await within(3_000, shutdown.close('test'), 'the close')
     expect(server.rawListeners('request')).toEqual([a, b])
+  })
+
+  it('puts nothing back that still observes when the app rebuilt its listener list: a reused server keeps its connections alive', async () => {
+    const app: RequestListener = (_req, res) => answer(res)
+    const { server, shutdown } = await start(app)
+    // Code that reorders a server's listeners: every raw listener (ours included) out, then back in.
+    const rebuilt = server.rawListeners('request') as RequestListener[]
+    server.removeAllListeners('request')
+    for (const listener of rebuilt) server.on('request', listener)
+    await within(3_000, shutdown.close('test'), 'the close')
+    // The same server listening again after the shutdown (a test suite, a reload with a new one).
+    const port = await listen(server)
+    const raw = await rawConnect(port)
+    cleanups.push(() => void raw.socket.destroy())
+    raw.write(rawRequest('GET', '/again'))
+    const [response] = parseResponses(await raw.waitFor('ok'))
+    expect(response?.status).toBe(200)
+    expect(response?.headers.connection).toBe('keep-alive')
+  })
+
+  it('releases a request the app emits itself with a hand-built response that has no `req`', async () => {
+    const { server, shutdown } = await start((req, res) => {
+      if (shutdown.admit(req, res)) res.end('ok')
+    })
+    const socket = new net.Socket() // never connected: the hand-built request's socket
+    const req = { httpVersionMajor: 1, method: 'GET', url: '/', headers: {}, socket }
+    const res = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback()
+      },
+    })
+    Object.assign(res, { headersSent: false })
+    const closed = nextEvent(res, 'close')
+    server.emit('request', req, res)
+    await within(2_000, closed, 'the hand-built response to close')
+    expect(shutdown.inFlight).toBe(0)
+    const report = await within(3_000, shutdown.close('test'), 'the close')
+    expect(report.graceful).toBe(true)
+    expect(report.requests.forced).toBe(0)
   })
 })
