@@ -741,8 +741,9 @@ export function createServerTracker(options: {
     },
     watcherOf(req, res) {
       const connection = connectionOf(req)
-      const at = connection === undefined ? -1 : connection.pending.indexOf(res as ServerResponse)
-      return at === -1 ? undefined : (connection?.watchers[at] ?? null)
+      if (connection === undefined) return undefined
+      const at = connection.pending.indexOf(res as ServerResponse)
+      return at === -1 ? undefined : (connection.watchers[at] ?? null)
     },
     // Only a stopping server drops requests: the common case is one comparison.
     isDropped: (req) => stopping && connectionOf(req)?.dropped?.has(req) === true,

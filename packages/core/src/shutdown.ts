@@ -148,13 +148,13 @@ class Admission implements ResponseWatcher {
   /** Set through `hold(req, res, whenResponseCloses)`: told before the response's own hold drops. */
   private tell: (() => void) | undefined = undefined
   /**
-   * `linger(response, this)` keeps an admission still held once its response has closed findable
-   * by `hold()` (the tracker forgets a response when it closes); `response` is undefined for `enter()`.
+   * An admission still held once its response has closed goes into `kept`, under `response`, where
+   * `hold()` finds it (the tracker forgets a response when it closes); neither is given by `enter()`.
    */
   constructor(
     private readonly leave: () => void,
     private readonly response?: object,
-    private readonly linger?: (response: object, admission: Admission) => void,
+    private readonly kept?: WeakMap<object, Admission>,
   ) {}
   closed(): void {
     this.responseClosed = true
@@ -164,7 +164,7 @@ class Admission implements ResponseWatcher {
       tell?.()
     } finally {
       this.drop()
-      if (this.holds > 0 && this.response !== undefined) this.linger?.(this.response, this)
+      if (this.holds > 0 && this.response !== undefined) this.kept?.set(this.response, this)
     }
   }
   /** Calls `told` once the response has closed (soon, if it has already). */
@@ -325,9 +325,6 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
    * responses, whose prototype Express swaps, cost about 2 % of a request's CPU).
    */
   const kept = new WeakMap<object, Admission>()
-  const keep = (response: object, admission: Admission): void => {
-    kept.set(response, admission)
-  }
 
   function discover(req: AnyRequest, res: AnyResponse | undefined): void {
     let server: unknown
@@ -392,7 +389,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       if (admissionOf(req, res) !== undefined) return true
     }
     if (!pass(req)) return false
-    const admission = new Admission(leave, res, keep)
+    const admission = new Admission(leave, res, kept)
     // HTTP/2 streams, and responses the tracker does not hold: watched and kept here.
     if (!tracker.watch(req, res, admission)) {
       kept.set(res, admission)
