@@ -7,7 +7,7 @@ import { LIBRARIES } from './libraries.mjs'
 import { runPaired } from './paired.mjs'
 import { cpuMicros, withServers } from './processes.mjs'
 import { runProfiles } from './profile.mjs'
-import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
+import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, modeLabel, table, verdict } from './stats.mjs'
 
 /** Client CPU at or above this share of one core means autocannon, not the server, set the pace. */
 const SATURATED = 0.9
@@ -193,7 +193,7 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
       const cpuRatios = ratio('cpuUsPerReq')
       rows.push([
         group.fw,
-        group.mode === 'close' ? 'new per request' : 'keep-alive',
+        modeLabel(group.mode, true),
         arm.label,
         fmtSpread(pick('reqPerSec')),
         fmtSpread(pick('cpuUsPerReq'), 1),
@@ -206,14 +206,14 @@ export async function runOverhead({ quick, rounds, available, frameworks, log })
       ])
       if (arm.id === 'noop') {
         summary.push(
-          `${group.fw} ${group.mode === 'close' ? 'new connection per request' : 'keep-alive'}, empty middleware ` +
+          `${group.fw} ${modeLabel(group.mode)}, empty middleware ` +
             `(the floor of any middleware): CPU/request ${median(cpuRatios).toFixed(3)}× bare`,
         )
       }
       if (arm.lib === 'lameduck') {
         const value = median(cpuRatios)
         summary.push(
-          `${group.fw} ${group.mode === 'close' ? 'new connection per request' : 'keep-alive'}, ${arm.label}: ` +
+          `${group.fw} ${modeLabel(group.mode)}, ${arm.label}: ` +
             `CPU/request ${value.toFixed(3)}× bare (target ≤ 1.02×: ${verdict(cpuRatios, 1.02)})`,
         )
       }

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { cpuMicros } from './processes.mjs'
-import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, table, verdict } from './stats.mjs'
+import { fmtPercentSpread, fmtRatioSpread, fmtSpread, median, modeLabel, table, verdict } from './stats.mjs'
 
 /** Both servers together below this share of their CPU: they were not saturated (the load was). */
 const SERVERS_BUSY = 0.9
@@ -164,7 +164,7 @@ export async function runPaired({ quick, plan, available, frameworks, log, loadO
   const rows = []
   const summary = []
   for (const group of groups) {
-    const connections = group.mode === 'close' ? 'new per request' : 'keep-alive'
+    const connections = modeLabel(group.mode, true)
     for (const partner of group.partners) {
       const runs = results.get(`${group.fw}/${group.mode}/${partner.id}`) ?? []
       const pick = (field) => runs.map((run) => run[field])
@@ -184,7 +184,7 @@ export async function runPaired({ quick, plan, available, frameworks, log, loadO
         `${unsaturated} / ${clientBound}`,
         String(pick('problems').reduce((a, b) => a + b, 0)),
       ])
-      const what = `${group.fw} ${group.mode === 'close' ? 'new connection per request' : 'keep-alive'}`
+      const what = `${group.fw} ${modeLabel(group.mode)}`
       if (partner.id === 'bare-again')
         summary.push(
           `${what}, paired, A/A (the method's own error): CPU/request ${median(cpuRatios).toFixed(3)}×`,

@@ -80,6 +80,12 @@ export function fmtPercentSpread(shares) {
   )
 }
 
+/** The overhead section's load `mode` as a table cell (`short`) or in a sentence. */
+export function modeLabel(mode, short = false) {
+  if (mode !== 'close') return 'keep-alive'
+  return short ? 'new per request' : 'new connection per request'
+}
+
 /** A ratio as `1.013×`. */
 export function fmtRatio(value) {
   return Number.isFinite(value) ? `${value.toFixed(3)}×` : '–'
