@@ -111,6 +111,36 @@ describe('signals and the process', () => {
     )
   })
 
+  // --trace-exit makes Node print a warning whenever process.exit() ends the process; a process
+  // whose event loop simply empties prints none.
+  const traceExit = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --trace-exit` }
+
+  it("ends the process with process.exit() once every 'exit' listener has run, with the code they left", async () => {
+    const app = await start({}, { ...traceExit, FIXTURE_EXIT_LISTENER: '5' })
+    const closed = new Promise((resolve) => app.child.once('close', resolve))
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    await within(3_000, closed, 'the output to end')
+    expect(app.output()).toContain('exit listener ran with 0')
+    expect(app.output()).toMatch(/Exited the environment with code 5/)
+    expect(exit.code).toBe(5)
+  })
+
+  it("leaves the end to Node when an 'exit' listener was added after the shutdown ended", async () => {
+    const app = await start(
+      {},
+      { ...traceExit, FIXTURE_EXIT_LISTENER: 'keep', FIXTURE_LATE_EXIT_LISTENER: '1' },
+    )
+    const closed = new Promise((resolve) => app.child.once('close', resolve))
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    await within(3_000, closed, 'the output to end')
+    expect(app.output()).toContain('exit listener ran with 0')
+    expect(app.output()).toContain('late exit listener ran with 0')
+    expect(app.output()).not.toContain('Exited the environment')
+    expect(exit.code).toBe(0)
+  })
+
   it('warns about other SIGTERM listeners installed before it', async () => {
     const app = await start({}, { FIXTURE_OTHER_LISTENER: '1' })
     expect(app.output()).toContain('1 other SIGTERM listener(s) already installed')
