@@ -139,20 +139,44 @@ function createCoordinator(): SignalCoordinator {
     }, graceMs)
     // The watchdog alone must never keep the process alive.
     watchdog.unref()
-    process.on('exit', exitWithoutTeardown)
+    endWithoutTeardown()
   }
 
   /**
    * Once the event loop is empty and every `'exit'` listener has run, Node still frees the whole
    * environment and heap before the process is gone: about 10 ms on the bench machine, all of it
-   * after the last response. Ours registered last (when the shutdown ended), the process ends here
-   * with `process.exit()`, which skips that teardown (and native addons' environment cleanup hooks,
-   * as any `process.exit()` does). A listener added after ours has not run yet: Node ends as usual.
+   * after the last response. Registered when the shutdown ends, after the app's, our last listener
+   * ends the process with `process.exit()`, which skips that teardown (and native addons'
+   * environment cleanup hooks, as any `process.exit()` does).
    */
+  function endWithoutTeardown(): void {
+    if (process.listeners('exit').includes(exitWithoutTeardown)) return
+    process.prependListener('exit', noteLastAtExit)
+    process.on('exit', exitWithoutTeardown)
+    // A crash (an uncaught exception, an unhandled rejection) emits 'exit' before Node prints the
+    // error and writes its report: that end stays Node's.
+    process.on('uncaughtExceptionMonitor', keepNodeEnd)
+  }
+
+  /**
+   * Node calls the listeners it had when `'exit'` began, even one removed meanwhile, and none added
+   * since: ours must have been the last of those; if it was not (a listener came after it), the
+   * end is left to Node.
+   */
+  let lastAtExit = false
+  function noteLastAtExit(): void {
+    lastAtExit = process.listeners('exit').at(-1) === exitWithoutTeardown
+  }
+
   function exitWithoutTeardown(): void {
-    if (process.listeners('exit').at(-1) !== exitWithoutTeardown) return
     // No argument: the code as the listeners left it, as Node's own end would read it.
-    process.exit()
+    if (lastAtExit) process.exit()
+  }
+
+  function keepNodeEnd(): void {
+    process.off('exit', noteLastAtExit)
+    process.off('exit', exitWithoutTeardown)
+    process.off('uncaughtExceptionMonitor', keepNodeEnd)
   }
 
   function exitNow(targets: SignalMember[], code: number): void {

@@ -141,6 +141,35 @@ describe('signals and the process', () => {
     expect(exit.code).toBe(0)
   })
 
+  it("leaves the end to Node when a listener that was there as 'exit' began is removed during it", async () => {
+    const app = await start(
+      {},
+      { ...traceExit, FIXTURE_EXIT_LISTENER: 'remove late', FIXTURE_LATE_EXIT_LISTENER: '1' },
+    )
+    const closed = new Promise((resolve) => app.child.once('close', resolve))
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    await within(3_000, closed, 'the output to end')
+    expect(app.output()).toContain('exit listener ran with 0')
+    expect(app.output()).toContain('late exit listener ran with 0')
+    expect(app.output()).not.toContain('Exited the environment')
+    expect(exit.code).toBe(0)
+  })
+
+  it.each(['exception', 'rejection'])(
+    'lets Node print an unhandled %s after the shutdown ended, and end with code 1',
+    async (kind) => {
+      const app = await start({}, { ...traceExit, FIXTURE_LATE_THROW: kind })
+      const closed = new Promise((resolve) => app.child.once('close', resolve))
+      app.kill('SIGTERM')
+      const exit = await within(3_000, app.exited, 'the process to exit')
+      await within(3_000, closed, 'the output to end')
+      expect(app.output()).toContain('closed (SIGTERM) gracefully')
+      expect(app.output()).toMatch(/Error: late failure after the shutdown\n\s+at /)
+      expect(exit.code).toBe(1)
+    },
+  )
+
   it('warns about other SIGTERM listeners installed before it', async () => {
     const app = await start({}, { FIXTURE_OTHER_LISTENER: '1' })
     expect(app.output()).toContain('1 other SIGTERM listener(s) already installed')
