@@ -115,58 +115,44 @@ describe('signals and the process', () => {
   // whose event loop simply empties prints none.
   const traceExit = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --trace-exit` }
 
+  /** Starts the fixture with `env` under --trace-exit, sends SIGTERM, and waits for all its output. */
+  async function untilEnd(env: Record<string, string>) {
+    const app = await start({}, { ...traceExit, ...env })
+    const closed = new Promise((resolve) => app.child.once('close', resolve))
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    await within(3_000, closed, 'the output to end')
+    return { output: app.output(), code: exit.code }
+  }
+
   it("ends the process with process.exit() once every 'exit' listener has run, with the code they left", async () => {
-    const app = await start({}, { ...traceExit, FIXTURE_EXIT_LISTENER: '5' })
-    const closed = new Promise((resolve) => app.child.once('close', resolve))
-    app.kill('SIGTERM')
-    const exit = await within(3_000, app.exited, 'the process to exit')
-    await within(3_000, closed, 'the output to end')
-    expect(app.output()).toContain('exit listener ran with 0')
-    expect(app.output()).toMatch(/Exited the environment with code 5/)
-    expect(exit.code).toBe(5)
+    const { output, code } = await untilEnd({ FIXTURE_EXIT_LISTENER: '5' })
+    expect(output).toContain('exit listener ran with 0')
+    expect(output).toMatch(/Exited the environment with code 5/)
+    expect(code).toBe(5)
   })
 
-  it("leaves the end to Node when an 'exit' listener was added after the shutdown ended", async () => {
-    const app = await start(
-      {},
-      { ...traceExit, FIXTURE_EXIT_LISTENER: 'keep', FIXTURE_LATE_EXIT_LISTENER: '1' },
-    )
-    const closed = new Promise((resolve) => app.child.once('close', resolve))
-    app.kill('SIGTERM')
-    const exit = await within(3_000, app.exited, 'the process to exit')
-    await within(3_000, closed, 'the output to end')
-    expect(app.output()).toContain('exit listener ran with 0')
-    expect(app.output()).toContain('late exit listener ran with 0')
-    expect(app.output()).not.toContain('Exited the environment')
-    expect(exit.code).toBe(0)
-  })
-
-  it("leaves the end to Node when a listener that was there as 'exit' began is removed during it", async () => {
-    const app = await start(
-      {},
-      { ...traceExit, FIXTURE_EXIT_LISTENER: 'remove late', FIXTURE_LATE_EXIT_LISTENER: '1' },
-    )
-    const closed = new Promise((resolve) => app.child.once('close', resolve))
-    app.kill('SIGTERM')
-    const exit = await within(3_000, app.exited, 'the process to exit')
-    await within(3_000, closed, 'the output to end')
-    expect(app.output()).toContain('exit listener ran with 0')
-    expect(app.output()).toContain('late exit listener ran with 0')
-    expect(app.output()).not.toContain('Exited the environment')
-    expect(exit.code).toBe(0)
+  it.each([
+    ["an 'exit' listener was added after the shutdown ended", 'keep'],
+    ["a listener that was there as 'exit' began is removed during it", 'remove late'],
+  ])('leaves the end to Node when %s', async (_, earlier) => {
+    const { output, code } = await untilEnd({
+      FIXTURE_EXIT_LISTENER: earlier,
+      FIXTURE_LATE_EXIT_LISTENER: '1',
+    })
+    expect(output).toContain('exit listener ran with 0')
+    expect(output).toContain('late exit listener ran with 0')
+    expect(output).not.toContain('Exited the environment')
+    expect(code).toBe(0)
   })
 
   it.each(['exception', 'rejection'])(
     'lets Node print an unhandled %s after the shutdown ended, and end with code 1',
     async (kind) => {
-      const app = await start({}, { ...traceExit, FIXTURE_LATE_THROW: kind })
-      const closed = new Promise((resolve) => app.child.once('close', resolve))
-      app.kill('SIGTERM')
-      const exit = await within(3_000, app.exited, 'the process to exit')
-      await within(3_000, closed, 'the output to end')
-      expect(app.output()).toContain('closed (SIGTERM) gracefully')
-      expect(app.output()).toMatch(/Error: late failure after the shutdown\n\s+at /)
-      expect(exit.code).toBe(1)
+      const { output, code } = await untilEnd({ FIXTURE_LATE_THROW: kind })
+      expect(output).toContain('closed (SIGTERM) gracefully')
+      expect(output).toMatch(/Error: late failure after the shutdown\n\s+at /)
+      expect(code).toBe(1)
     },
   )
 
