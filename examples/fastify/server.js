@@ -56,7 +56,9 @@ app.get('/events', (_request, reply) => {
   stream.write(`id: ${id}\ndata: hello\n\n`)
   const tick = setInterval(() => stream.write(`id: ${++id}\ndata: tick\n\n`), 1000)
   const end = () => stream.end('event: bye\ndata: server shutting down, reconnect elsewhere\n\n')
-  shutdown.signal.addEventListener('abort', end, { once: true })
+  // Begun after stopping began (a kept-alive connection's last request): end it at once.
+  if (shutdown.signal.aborted) end()
+  else shutdown.signal.addEventListener('abort', end, { once: true })
   reply.raw.on('close', () => {
     clearInterval(tick)
     shutdown.signal.removeEventListener('abort', end)

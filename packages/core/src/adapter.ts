@@ -85,6 +85,12 @@ export function resolveAdapterOptions(
   return { shutdown: given ?? createShutdownFrom(resolved), health: health_ }
 }
 
+/** A request target in absolute form: scheme, authority, then the path (group 1), if any. */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/]*(\/.*)?$/
+
+/** A URL path in the form clients send it (RFC 3986 `path-absolute` characters, `%XX` escapes). */
+const PROBE_PATH = /^\/(?:[\w\-.~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/
+
 function resolveHealth(value: unknown, source: string): HealthPaths | undefined {
   if (value === undefined || value === false) return undefined
   if (value === true) return { readyPath: '/readyz', livePath: '/livez' }
@@ -103,6 +109,15 @@ function resolveHealth(value: unknown, source: string): HealthPaths | undefined 
       throw invalidOptionType(`health.${name}`, 'a path starting with "/"', given, source)
     if (!given.startsWith('/'))
       throw invalidOptionRange(`health.${name}`, 'a path starting with "/"', given, source)
+    // Compared with the request's raw path: anything a client would send percent-encoded, and a
+    // query or fragment, would never match.
+    if (!PROBE_PATH.test(given))
+      throw invalidOptionRange(
+        `health.${name}`,
+        'a path as it appears in a request (letters, digits, "-._~!$&\'()*+,;=:@/" and %XX escapes; no query, fragment or spaces)',
+        given,
+        source,
+      )
     return given
   }
   const resolved = { readyPath: path('readyPath', '/readyz'), livePath: path('livePath', '/livez') }
@@ -130,7 +145,9 @@ export function healthAnswer(
 ): RawAnswer | undefined {
   if (health === undefined || (method !== 'GET' && method !== 'HEAD') || url === undefined) return undefined
   const query = url.indexOf('?')
-  const path = query === -1 ? url : url.slice(0, query)
+  let path = query === -1 ? url : url.slice(0, query)
+  // Absolute form (`GET http://host/readyz`), which servers must accept: the path after the authority.
+  if (!path.startsWith('/')) path = ABSOLUTE_FORM.exec(path)?.[1] ?? path
   let status: number
   if (path === health.readyPath) status = shutdown.isReady ? 200 : 503
   else if (path === health.livePath) status = 200

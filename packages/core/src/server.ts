@@ -34,6 +34,12 @@ interface Connection {
   hasLastRequest: boolean
   /** Handed over by an `'upgrade'` (WebSocket): no longer HTTP, closed at the deadline or after the close hooks. */
   upgraded: boolean
+  /**
+   * While stopping, for a quiet connection Node finds inside a request head: `bytesRead` when last
+   * looked at, and since when it has not changed (the head has stalled that long). −1 / −∞ otherwise.
+   */
+  headBytes: number
+  headSince: number
 }
 
 /** What the connection bookkeeping tells the shutdown. */
@@ -149,6 +155,8 @@ export function createServerTracker(options: {
       idleSince: stopping ? clock.now() : Number.NEGATIVE_INFINITY,
       hasLastRequest: false,
       upgraded: false,
+      headBytes: -1,
+      headSince: Number.NEGATIVE_INFINITY,
     }
     tracked[CONNECTION] = connection
     if (connection.index === -1) return connection
@@ -175,8 +183,6 @@ export function createServerTracker(options: {
       const watchers = connection.watchers.splice(0)
       connection.pending.length = 0
       for (const watcher of watchers) watcher?.closed()
-      // A response still being written may have held back closeIdleConnections() (see reap()).
-      if (stopping) scheduleReap(0)
     }
     events.onConnectionsChanged()
   }
@@ -555,13 +561,12 @@ export function createServerTracker(options: {
   }
 
   /**
-   * Runs closeIdleConnections() on `server`, which reaches the connections opened before attach()
-   * (tracked idle ones of it are quiet by then: see reap()). Busy ones are left by Node (a response
-   * begun before attach(), which cannot be seen ending; an https handshake that never completes):
-   * while the server's count says some remain, the reap comes back, less and less often.
+   * After askIdle() has closed `server`'s idle connections from before attach(): busy ones are left by
+   * Node (a response begun before attach(), which cannot be seen ending; an https handshake that
+   * never completes), so while the server's count says some remain, the reap comes back, less and
+   * less often. True when this was the first reap of the server (the drain may wait for it).
    */
-  function reapUntracked(server: NetServer): void {
-    ;(server as HttpServer).closeIdleConnections?.()
+  function reapUntracked(server: NetServer): boolean {
     countUnseen(server, (unseen) => {
       if (finished || !untracked.has(server)) return
       if (unseen <= 0) {
@@ -571,6 +576,37 @@ export function createServerTracker(options: {
       scheduleReap(Math.max(idleGraceMs, recheckMs))
       recheckMs = Math.min(recheckMs * 2, MAX_UNTRACKED_RECHECK_MS)
     })
+    return unreaped.delete(server)
+  }
+
+  /**
+   * Calls Node's closeIdleConnections() on `server` and returns which of `tracked` (its sockets tracked
+   * here, every one) Node found idle: between two requests. A connection with the start of a request
+   * in Node's parser (headers still arriving) is not idle to Node, and nothing public tells that
+   * otherwise; closing it would lose that request. Node also counts a connection busy until its
+   * first request begins. The tracked sockets are only noted: each one's destroy() is replaced
+   * for the call, so when and how they close stays the reaper's (their own grace, TLS close_notify).
+   * What Node does destroy are the sockets of the server never tracked: opened before attach().
+   */
+  function askIdle(server: NetServer, tracked: readonly Socket[]): Set<Socket> {
+    const idle = new Set<Socket>()
+    const note = function noteIdle(this: Socket): Socket {
+      idle.add(this)
+      return this
+    }
+    // An own destroy() set by someone else is put back as it was.
+    const own: Array<[Socket, Socket['destroy']]> = []
+    for (const socket of tracked) {
+      if (Object.hasOwn(socket, 'destroy')) own.push([socket, socket.destroy])
+      socket.destroy = note
+    }
+    try {
+      ;(server as HttpServer).closeIdleConnections()
+    } finally {
+      for (const socket of tracked) delete (socket as Partial<Socket>).destroy
+      for (const [socket, destroy] of own) socket.destroy = destroy
+    }
+    return idle
   }
 
   function onLateListen(this: NetServer): void {
@@ -664,44 +700,73 @@ export function createServerTracker(options: {
     reapTimer = undefined
     reapDueAt = Number.POSITIVE_INFINITY
     let next = Number.POSITIVE_INFINITY
-    // Servers where closeIdleConnections() would destroy a tracked socket before its time: it takes
-    // every idle socket of its server, and every response that has ended, written out or not.
-    // Only looked for while some server may hold connections opened before attach().
-    const held = untracked.size > 0 ? new Set<unknown>() : undefined
+    // Quiet needs a server-wide lull (no request anywhere for idleGraceMs) before any socket closes.
+    const lull = now - lastRequestAt >= idleGraceMs
+    // During a lull, per http(s) server: every socket of it tracked here, and the quiet ones among
+    // them, for askIdle(). Not gathered otherwise: nothing closes before a lull.
+    const asked = lull ? new Map<NetServer, { tracked: Socket[]; quiet: Socket[] }>() : undefined
     // Backwards: a socket closing under the loop moves an entry already visited into its place.
     for (let i = connections.length - 1; i >= 0; i--) {
       const connection = connections[i] as Connection
-      if (connection.upgraded) continue
-      if (connection.pending.length > 0) {
-        // Still being written to a slow client: its close (or its socket's) schedules the next check.
-        if (held !== undefined && connection.pending.some((response) => response.writableEnded))
-          held.add(serverOf(connection.socket))
-        continue
+      const { socket } = connection
+      let entry: { tracked: Socket[]; quiet: Socket[] } | undefined
+      if (asked !== undefined) {
+        // A socket handed to the server by `emit('connection')` has no `server`: closed by us alone.
+        const server = serverOf(socket) as HttpServer | undefined
+        entry = server && asked.get(server)
+        if (entry === undefined && typeof server?.closeIdleConnections === 'function') {
+          entry = { tracked: [], quiet: [] }
+          asked.set(server, entry)
+        }
+        entry?.tracked.push(socket)
       }
+      // Still being written to a slow client: its close (or its socket's) schedules the next check.
+      if (connection.pending.length > 0 || connection.upgraded) continue
       // A last response makes Node end its socket; one whose head had gone out with keep-alive
       // before it was marked (a server discovered late) leaves it open: idle like any other.
-      if (connection.hasLastRequest && connection.socket.writableEnded) continue
+      if (connection.hasLastRequest && socket.writableEnded) continue
       // Quiet means no request arrived anywhere for idleGraceMs and this socket has been idle that
       // long: a client mid-reuse would have shown up as a request by now.
       const quietSince = Math.max(lastRequestAt, connection.idleSince)
       // Bytes Node has read but not parsed yet are a request on its way: not idle.
-      const quiet = now - quietSince >= idleGraceMs && connection.socket.readableLength === 0
-      if (quiet) closeGently(connection.socket)
-      else {
-        next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
-        held?.add(serverOf(connection.socket))
-      }
+      const quiet = now - quietSince >= idleGraceMs && socket.readableLength === 0
+      if (!quiet) next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
+      // Never sent a byte: idle, though Node counts a connection as busy until its first request.
+      else if (entry === undefined || socket.bytesRead === 0) closeGently(socket)
+      else entry.quiet.push(socket)
     }
-    if (now - lastRequestAt >= idleGraceMs) {
+    if (asked !== undefined) {
       for (const socket of handshaking) socket.destroy()
       // Node's closeIdleConnections() costs a walk over every socket of the server: only for servers
-      // that may hold connections we never saw open, and postponed (to `next`) while it would close
-      // a tracked socket still within its own grace.
+      // with a quiet socket, or that may hold connections we never saw open.
       let reached = false
+      for (const [server, { tracked, quiet }] of asked) {
+        if (quiet.length === 0 && !untracked.has(server)) continue
+        const idle = askIdle(server, tracked)
+        for (const socket of quiet) {
+          if (idle.has(socket)) {
+            closeGently(socket)
+            continue
+          }
+          // Not idle to Node: the start of a request head is in its parser, the rest on its way (a
+          // slow client, a head over several packets). Left open while its bytes keep coming; closed
+          // once none has come for HEAD_STALL_MS (idleGraceMs if longer): a client that stopped.
+          const connection = (socket as TrackedSocket)[CONNECTION] as Connection
+          if (connection.headBytes !== socket.bytesRead) {
+            connection.headBytes = socket.bytesRead
+            connection.headSince = now
+          }
+          const stalledAt = connection.headSince + Math.max(HEAD_STALL_MS, idleGraceMs)
+          if (now >= stalledAt) closeGently(socket)
+          else next = Math.min(next, stalledAt)
+        }
+        if (untracked.has(server)) reached = reapUntracked(server) || reached
+      }
+      // A server with untracked connections and none tracked (all of them opened before attach()).
       for (const server of untracked) {
-        if (held?.has(server)) continue
-        reapUntracked(server)
-        if (unreaped.delete(server)) reached = true
+        if (asked.has(server)) continue
+        askIdle(server, [])
+        reached = reapUntracked(server) || reached
       }
       if (reached) events.onConnectionsChanged()
     } else {
@@ -786,6 +851,11 @@ type GuardedEvent = (typeof GUARDED_EVENTS)[number]
  */
 const OURS = Symbol.for('@lameduck/core listener')
 
+/**
+ * While stopping, how long a begun request head may go without a byte before its connection is
+ * closed like an idle one: longer than a lost packet's retransmission, far shorter than the deadline.
+ */
+const HEAD_STALL_MS = 1_000
 /** A loop turn (poll phase plus callbacks) longer than this may have hidden unread requests. */
 const LATE_TURN_MS = 10
 /** A loop that is late turn after turn is judged anyway after this many more turns. */

@@ -116,6 +116,58 @@ describe('keep-alive connections through a shutdown', () => {
     expect(refused).toBe('ECONNREFUSED')
   })
 
+  it('leaves open a connection whose next request is still arriving when the server goes quiet, and answers that request', async () => {
+    app = await startApp({ timeoutMs: 5_000, idleGraceMs: 30 })
+    const accepted: net.Socket[] = []
+    app.server.on('connection', (socket: net.Socket) => accepted.push(socket))
+    const reused = await rawConnect(app.port)
+    reused.write(rawRequest('GET', '/one'))
+    await reused.waitFor('ok /one')
+    const idle = await rawConnect(app.port)
+    idle.write(rawRequest('GET', '/idle'))
+    await idle.waitFor('ok /idle')
+    const silent = await rawConnect(app.port)
+    const opening = await rawConnect(app.port)
+    // The request line only, on a reused connection and as a new connection's first bytes: Node's
+    // parser holds them, and nothing else on the server shows a request has begun.
+    const two = rawRequest('GET', '/two')
+    const three = rawRequest('GET', '/three')
+    const cut = (head: string) => head.indexOf('\r\n') + 2
+    reused.write(two.slice(0, cut(two)))
+    opening.write(three.slice(0, cut(three)))
+    const sent = rawRequest('GET', '/one').length + rawRequest('GET', '/idle').length + cut(two) + cut(three)
+    await until(
+      () => accepted.reduce((sum, socket) => sum + socket.bytesRead, 0) === sent,
+      2_000,
+      'the server to read the request lines',
+    )
+    const report = app.shutdown.close('test')
+    // Closed once the server has been quiet for idleGraceMs: the idle connection, and the one that
+    // never sent a byte…
+    const closed = await within(2_000, Promise.all([idle.closed, silent.closed]), 'the idle sockets to close')
+    expect(closed.map(({ error }) => error)).toEqual([undefined, undefined])
+    // …but not the two with a request begun: the rest of each head comes later, and is answered.
+    reused.write(two.slice(cut(two)))
+    opening.write(three.slice(cut(three)))
+    const [first, second] = await within(
+      3_000,
+      Promise.all([reused.closed, opening.closed]),
+      'the late requests to be answered',
+    )
+    expect(first.error).toBeUndefined()
+    expect(second.error).toBeUndefined()
+    expect(parseResponses(first.data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'ok /one', 'keep-alive'],
+      [200, 'ok /two', 'close'],
+    ])
+    expect(parseResponses(second.data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'ok /three', 'close'],
+    ])
+    const done = await within(2_000, report, 'the drain')
+    expect(done.graceful).toBe(true)
+    expect(done.connectionsDestroyed).toBe(0)
+  })
+
   it('serves the last request on an open connection with Connection: close (lateRequests: serve)', async () => {
     app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000 })
     const raw = await rawConnect(app.port)

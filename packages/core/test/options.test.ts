@@ -427,6 +427,12 @@ function adapterRows(existing: Shutdown): Row[] {
       kind: 'RangeError',
       message: `${P}option "health.livePath" must be a path starting with "/"; received "livez" (string).`,
     },
+    ...['/readyz?full=1', '/health check', '/ready#x', '/gesundheit/\u00fc', '/bad%zz'].map((path) => ({
+      what: `health.readyPath = ${JSON.stringify(path)} (never matches a request's path)`,
+      options: { health: { readyPath: path } },
+      kind: 'RangeError' as const,
+      message: `${P}option "health.readyPath" must be a path as it appears in a request (letters, digits, "-._~!$&'()*+,;=:@/" and %XX escapes; no query, fragment or spaces); received ${JSON.stringify(path)} (string).`,
+    })),
     {
       what: 'health paths equal',
       options: { health: { readyPath: '/health', livePath: '/health' } },

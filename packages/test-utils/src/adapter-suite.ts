@@ -1032,6 +1032,9 @@ export function describeAdapter(
           request(app.port, { path, agent: false }).then((r) => [r.status, r.body])
         expect(await probe('/readyz')).toEqual([200, '{"status":"serving"}'])
         expect(await probe('/livez')).toEqual([200, '{"status":"alive"}'])
+        // With a query, and in absolute form (what a forward proxy sends, and servers must accept).
+        expect(await probe('/readyz?verbose=1')).toEqual([200, '{"status":"serving"}'])
+        expect(await probe(`http://127.0.0.1:${app.port}/livez`)).toEqual([200, '{"status":"alive"}'])
         void app.shutdown.close('test')
         expect(await probe('/readyz')).toEqual([503, '{"status":"draining"}'])
         expect(await probe('/livez')).toEqual([200, '{"status":"alive"}'])
@@ -1114,7 +1117,7 @@ export function describeAdapter(
 
     scenario(
       'half-sent-head',
-      'closes a connection whose request head is still incomplete once quiet, without running a handler',
+      'closes a connection whose request head stopped arriving, once quiet, without running a handler',
       async () => {
         const app = await start({ idleGraceMs: 30 })
         const raw = await connect(app)
