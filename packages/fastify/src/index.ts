@@ -35,7 +35,15 @@ function withAppLogger(options: unknown, app: FastifyInstance<RawServerBase>): G
   if (options === undefined) return { logger: app.log }
   if (options === null || typeof options !== 'object' || Array.isArray(options))
     return options as GracefulOptions
-  const given = options as GracefulOptions
+  // Fastify's own register options, which it passes to every plugin and ignores for one wrapped
+  // with fastify-plugin (as this one is): accepted, and ignored here too (a plugin loader may pass
+  // them to every plugin it loads).
+  const {
+    prefix: _prefix,
+    logLevel: _logLevel,
+    logSerializers: _logSerializers,
+    ...given
+  } = options as GracefulOptions & Record<'prefix' | 'logLevel' | 'logSerializers', unknown>
   return given.shutdown === undefined && given.logger === undefined ? { ...given, logger: app.log } : given
 }
 
@@ -45,6 +53,7 @@ type HeldRequest = FastifyRequest & { [HANDLER_HOLD]: Release | null }
 /** What responseClosed() reads of a reply, whatever the server type. */
 type SentReply = {
   readonly sent: boolean
+  hijack(): unknown
   readonly raw: { once(event: 'prefinish', listener: () => void): unknown }
 }
 
@@ -52,7 +61,11 @@ type SentReply = {
  * The response closed: if the handler has not taken the hold, find out whether it still will. A
  * reply already sent or hijacked (a hook answered, a 404, an error) means it will not. A client that
  * left before the handler started does not stop Fastify: the handler may still run (it takes the
- * hold), or the chain ends without it, with Fastify ending the reply (`'prefinish'`).
+ * hold), or the chain ends without it, with Fastify ending the reply (`'prefinish'`), or a hook
+ * hijacking it (on HTTP/2, whose closed response emits nothing, the hijack itself). Or the chain
+ * never ends: Fastify reads the body of a request whose client has left (a body-carrying request
+ * that left during an async `onRequest` or `preParsing` hook) from a stream that will never emit
+ * again, and waits for good — seen as its listeners are added to that stream.
  */
 function responseClosed(request: HeldRequest, reply: SentReply): void {
   const early = request[HANDLER_HOLD]
@@ -60,8 +73,29 @@ function responseClosed(request: HeldRequest, reply: SentReply): void {
   const letGo = () => {
     if (request[HANDLER_HOLD] === early) takeHold(request)?.()
   }
-  if (reply.sent) letGo()
-  else reply.raw.once('prefinish', letGo)
+  if (reply.sent) {
+    letGo()
+    return
+  }
+  reply.raw.once('prefinish', letGo)
+  const raw = request.raw
+  const watchBody = (event: string | symbol) => {
+    if (event !== 'data' && event !== 'end' && event !== 'readable') return
+    if (request[HANDLER_HOLD] !== early) raw.off('newListener', watchBody)
+    else if (raw.destroyed || raw.readableEnded) {
+      raw.off('newListener', watchBody)
+      letGo()
+    }
+  }
+  raw.on('newListener', watchBody)
+  if (raw.httpVersionMajor >= 2) {
+    const hijack = reply.hijack
+    reply.hijack = function hijackAfterClose(this: SentReply) {
+      const result = hijack.call(this)
+      letGo()
+      return result
+    }
+  }
 }
 
 /** The hold onRequest left on `request`, taken off it (null once taken). */

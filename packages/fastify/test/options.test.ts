@@ -67,6 +67,18 @@ describe('options, checked when the plugin is registered', () => {
     await shutdown.force()
   })
 
+  it("accepts Fastify's own register options (prefix, logLevel, logSerializers) and ignores them, as fastify-plugin does", async () => {
+    const { port } = await startFastify(() => {}, {
+      health: true,
+      prefix: '/ops',
+      logLevel: 'warn',
+      logSerializers: {},
+    } as GracefulOptions)
+    // The plugin reaches the whole app: the probes stay where health puts them.
+    expect((await request(port, { path: '/readyz' })).status).toBe(200)
+    expect((await request(port, { path: '/ops/readyz' })).status).toBe(404)
+  })
+
   it('rejects a second registration on the same app before creating a second shutdown', async () => {
     const { app, port } = await startFastify((app) => {
       app.get('/', async () => 'ok')

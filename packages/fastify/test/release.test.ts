@@ -1,7 +1,8 @@
 import http from 'node:http'
+import http2 from 'node:http2'
 import { PassThrough } from 'node:stream'
 import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
-import Fastify from 'fastify'
+import Fastify, { type FastifyReply, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { graceful } from '../src/index.js'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
@@ -154,45 +155,128 @@ describe('counting requests: released once the response has closed and the handl
     expect(order).toEqual(['handler start, inFlight 1', 'handler end', 'onClose hook'])
   })
 
-  it.each([
-    ['throws (a 401 as an error)', 'throw'],
-    ['sends the reply itself', 'send'],
-  ])(
-    'releases a request aborted during a preHandler that then %s, without waiting for the deadline',
-    async (_, how) => {
-      const inPreHandler = deferred<void>()
-      const responseClosed = deferred<void>()
-      const gate = deferred<void>()
-      const handlerRan: string[] = []
-      const { app, port } = await startFastify((app) => {
-        app.get(
-          '/guarded',
-          {
-            preHandler: async (_request, reply) => {
-              reply.raw.once('close', () => responseClosed.resolve())
-              inPreHandler.resolve()
-              await gate.promise
-              if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
-              return reply.code(401).send('no')
-            },
+  /**
+   * Starts `path` on a fresh client over HTTP/1.1 or h2c and returns a function that makes the client
+   * leave (socket destroyed, or the stream cancelled with RST_STREAM).
+   */
+  async function startAndLeave(
+    protocol: 'http/1.1' | 'h2c',
+    port: number,
+    method: string,
+    path: string,
+    body?: string,
+  ): Promise<() => void> {
+    const headers = body === undefined ? {} : { 'content-type': 'text/plain', 'content-length': '10' }
+    if (protocol === 'h2c') {
+      const session = http2.connect(`http://127.0.0.1:${port}`)
+      session.on('error', () => {})
+      const stream = session.request({ ':method': method, ':path': path, ...headers })
+      stream.on('error', () => {})
+      if (body === undefined) stream.end()
+      else stream.write(body)
+      return () => {
+        stream.close(http2.constants.NGHTTP2_CANCEL)
+        session.close()
+      }
+    }
+    const client = http.request({ host: '127.0.0.1', port, method, path, headers })
+    client.on('error', () => {})
+    if (body === undefined) client.end()
+    else client.write(body)
+    return () => client.destroy()
+  }
+
+  const protocols = [['http/1.1'], ['h2c']] as const
+  const http2Options = (protocol: string) =>
+    (protocol === 'h2c' ? { http2: true } : {}) as FastifyServerOptions
+
+  describe.each(protocols)('%s', (protocol) => {
+    it.each([
+      ['throws (a 401 as an error)', 'throw'],
+      ['sends the reply itself', 'send'],
+      ['hijacks the reply and ends it raw', 'hijack'],
+    ])(
+      'releases a request aborted during a preHandler that then %s, without waiting for the deadline',
+      async (_, how) => {
+        const inPreHandler = deferred<void>()
+        const responseClosed = deferred<void>()
+        const gate = deferred<void>()
+        const handlerRan: string[] = []
+        const { app, port } = await startFastify(
+          (app) => {
+            app.get(
+              '/guarded',
+              {
+                preHandler: async (_request, reply) => {
+                  reply.raw.once('close', () => responseClosed.resolve())
+                  inPreHandler.resolve()
+                  await gate.promise
+                  if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
+                  if (how === 'send') return reply.code(401).send('no')
+                  reply.hijack()
+                  reply.raw.writeHead(401)
+                  reply.raw.end('no')
+                },
+              },
+              async () => {
+                handlerRan.push('/guarded')
+                return 'ok'
+              },
+            )
           },
-          async () => {
-            handlerRan.push('/guarded')
-            return 'ok'
-          },
+          {},
+          http2Options(protocol),
         )
-      })
-      const client = http.get({ host: '127.0.0.1', port, path: '/guarded' })
-      client.on('error', () => {})
-      await within(2_000, inPreHandler.promise, 'the preHandler to run')
-      client.destroy()
-      await within(2_000, responseClosed.promise, 'the server to see the abort')
-      expect(app.shutdown.inFlight).toBe(1)
-      gate.resolve()
-      await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
-      expect(handlerRan).toEqual([])
-    },
-  )
+        const leave = await startAndLeave(protocol, port, 'GET', '/guarded')
+        await within(2_000, inPreHandler.promise, 'the preHandler to run')
+        leave()
+        await within(2_000, responseClosed.promise, 'the server to see the abort')
+        expect(app.shutdown.inFlight).toBe(1)
+        gate.resolve()
+        await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+        expect(handlerRan).toEqual([])
+      },
+    )
+
+    it.each([['onRequest'], ['preParsing']] as const)(
+      'releases a body-carrying request whose client left during an async %s hook, once Fastify waits for a body that cannot come',
+      async (hook) => {
+        const inHook = deferred<void>()
+        const responseClosed = deferred<void>()
+        const gate = deferred<void>()
+        const handlerRan: string[] = []
+        const { app, port } = await startFastify(
+          (app) => {
+            // A session or rate-limit lookup, say: the client gives up while it runs.
+            const lookUp = async (reply: FastifyReply) => {
+              reply.raw.once('close', () => responseClosed.resolve())
+              inHook.resolve()
+              await gate.promise
+            }
+            if (hook === 'onRequest') app.addHook('onRequest', (_request, reply) => lookUp(reply))
+            else app.addHook('preParsing', (_request, reply) => lookUp(reply))
+            app.post('/upload', async () => {
+              handlerRan.push('/upload')
+              return 'ok'
+            })
+          },
+          {},
+          http2Options(protocol),
+        )
+        const leave = await startAndLeave(protocol, port, 'POST', '/upload', 'part')
+        await within(2_000, inHook.promise, `the ${hook} hook to run`)
+        leave()
+        await within(2_000, responseClosed.promise, 'the server to see the abort')
+        // Still counted while the hook runs: the chain may yet go on.
+        expect(app.shutdown.inFlight).toBe(1)
+        gate.resolve()
+        await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+        expect(handlerRan).toEqual([])
+        const report = await within(2_000, app.shutdown.close('test'), 'the shutdown')
+        expect(report).toMatchObject({ graceful: true, requests: { forced: 0 } })
+      },
+    )
+  })
 
   it('releases an aborted request at once when no handler is running (still reading the body)', async () => {
     const responseClosed = deferred<void>()
