@@ -20,7 +20,8 @@ const BODY_BYTES = String(Buffer.byteLength(BODY))
 // How much of an unread request body is read and thrown away before the socket closes: enough for
 // ordinary uploads; past it the client may see a reset, which is better than reading forever.
 const DISCARD_LIMIT_BYTES = 1024 * 1024
-const DISCARD_LIMIT_MS = 2_000
+/** How long, at most, an unread request body is read and thrown away before its socket closes. */
+export const DISCARD_LIMIT_MS = 2_000
 
 /** Builds the refusal. `Connection: close` only for HTTP/1.x: it is a protocol error in HTTP/2. */
 export function buildRefusal(retryAfterSeconds: number, httpVersionMajor = 1): Refusal {
@@ -77,7 +78,8 @@ export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal
   req.resume()
 }
 
-function hasUnreadBody(req: AnyRequest): boolean {
+/** True while the request still has body bytes to come (`Expect: 100-continue` unanswered: none). */
+export function hasUnreadBody(req: AnyRequest): boolean {
   if (req.complete) return false
   // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
   if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false

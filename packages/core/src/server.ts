@@ -3,7 +3,14 @@ import type { Http2ServerRequest, Http2Session } from 'node:http2'
 import { Server as NetServer, type Socket } from 'node:net'
 import { type TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Clock } from './options.js'
-import { type AnyRequest, type AnyResponse, type Refusal, writeRefusal } from './refusal.js'
+import {
+  type AnyRequest,
+  type AnyResponse,
+  DISCARD_LIMIT_MS,
+  hasUnreadBody,
+  type Refusal,
+  writeRefusal,
+} from './refusal.js'
 
 type Log = { info(fields: Record<string, unknown>, message: string): void }
 
@@ -310,8 +317,45 @@ export function createServerTracker(options: {
     if (!response.headersSent) {
       response.shouldKeepAlive = false
       sayClose(response)
+      const req = (response as { req?: IncomingMessage }).req
+      if (req !== undefined && req.socket === connection.socket && hasUnreadBody(req)) closeAfterBody(req)
     }
     connection.hasLastRequest = true
+  }
+
+  /**
+   * Node closes a last response's socket as soon as the response is sent, unread request bytes and
+   * all, and a socket closed with unread input makes the kernel send RST, which can destroy the
+   * response before the client has read it: a handler that answers an upload early (a 401, a 413)
+   * without reading it. (Kept alive, the request's rest would have been read.) So that close, the
+   * socket's destroySoon(), sends the FIN and waits until the rest of the request has been read
+   * and thrown away (as Node reads it once the response is sent) or the client has stopped
+   * sending, DISCARD_LIMIT_MS after the request arrived at most.
+   */
+  function closeAfterBody(req: IncomingMessage): void {
+    const socket = req.socket
+    const closeBy = clock.now() + DISCARD_LIMIT_MS
+    const own = Object.hasOwn(socket, 'destroySoon') ? socket.destroySoon : undefined
+    socket.destroySoon = function destroyAfterBody(this: Socket): void {
+      if (own === undefined) delete (this as Partial<Socket>).destroySoon
+      else this.destroySoon = own
+      const left = closeBy - clock.now()
+      if (req.complete || this.destroyed || left <= 0) {
+        this.destroySoon()
+        return
+      }
+      if (this.writable) this.end()
+      // Node's own destroySoon() (put back above): destroyed once the response's bytes are out.
+      const close = () => {
+        clock.clearTimeout(timer)
+        req.off('end', close)
+        this.off('end', close)
+        this.destroySoon()
+      }
+      const timer = clock.setTimeout(close, left)
+      req.once('end', close)
+      this.once('end', close)
+    }
   }
 
   function onCheckContinue(this: NetServer, req: IncomingMessage, res: ServerResponse): void {

@@ -168,6 +168,36 @@ describe('keep-alive connections through a shutdown', () => {
     expect(done.connectionsDestroyed).toBe(0)
   })
 
+  it('reads the rest of an upload its last response answered early before closing, so the answer is not lost to a reset', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 5_000 })
+    // Answers at once without reading the body (a 401 before an upload, say).
+    const { port } = await startServer(shutdown, (res) => {
+      res.writeHead(401, { 'content-length': '2' }).end('no')
+    })
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/first'))
+    await raw.waitFor('\r\n\r\nno')
+    const held = deferred()
+    void shutdown.track('held open until the upload is over', held.promise)
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    const chunks = 16
+    raw.write(`POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${chunk.length * chunks}\r\n\r\n`)
+    raw.write(chunk)
+    await raw.waitFor(/HTTP\/1\.1 401[\s\S]*HTTP\/1\.1 401[\s\S]*\r\n\r\nno$/)
+    // The answer is in; the client goes on sending the body it announced.
+    for (let i = 1; i < chunks; i++) raw.write(chunk)
+    const { data, error } = await within(3_000, raw.closed, 'the connection to close')
+    expect(error).toBeUndefined()
+    expect(parseResponses(data).map((r) => [r.status, r.headers.connection])).toEqual([
+      [401, 'keep-alive'],
+      [401, 'close'],
+    ])
+    held.resolve()
+    expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+  })
+
   it('serves the last request on an open connection with Connection: close (lateRequests: serve)', async () => {
     app = await startApp({ timeoutMs: 5_000, idleGraceMs: 1_000 })
     const raw = await rawConnect(app.port)
