@@ -15,7 +15,7 @@ import {
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { GracefulOptions } from '../src/index.js'
-import { startFastify, stopFastifyApps } from './helpers/fastify.js'
+import { parkingHook, startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 const sessions: http2.ClientHttp2Session[] = []
 afterEach(async () => {
@@ -345,27 +345,16 @@ describe('a stream cancelled before its handler started, on HTTP/2', () => {
   ])(
     'is held while its preHandler runs and released once the chain ends, when the preHandler %s',
     async (_, how) => {
-      const inPreHandler = deferred<void>()
-      const responseClosed = deferred<void>()
-      const gate = deferred<void>()
+      const guard = parkingHook(() => {
+        if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
+      })
       const handlerRan: string[] = []
       const { app, port } = await startFastify(
         (app) => {
-          app.get(
-            '/guarded',
-            {
-              preHandler: async (_request, reply) => {
-                reply.raw.once('close', () => responseClosed.resolve())
-                inPreHandler.resolve()
-                await gate.promise
-                if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
-              },
-            },
-            async () => {
-              handlerRan.push(`handler, inFlight ${app.shutdown.inFlight}`)
-              return 'ok'
-            },
-          )
+          app.get('/guarded', { preHandler: guard.hook }, async () => {
+            handlerRan.push(`handler, inFlight ${app.shutdown.inFlight}`)
+            return 'ok'
+          })
         },
         DEFAULTS,
         secureHttp2(false),
@@ -373,11 +362,11 @@ describe('a stream cancelled before its handler started, on HTTP/2', () => {
       const session = await connect(port)
       const stream = session.request({ ':path': '/guarded' })
       stream.on('error', () => {})
-      await within(2_000, inPreHandler.promise, 'the preHandler to run')
+      await within(2_000, guard.running, 'the preHandler to run')
       stream.close(http2.constants.NGHTTP2_CANCEL)
-      await within(2_000, responseClosed.promise, 'the server to see the stream cancelled')
+      await within(2_000, guard.responseClosed, 'the server to see the stream cancelled')
       expect(app.shutdown.inFlight).toBe(1)
-      gate.resolve()
+      guard.gate.resolve()
       await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
       expect(handlerRan).toEqual(how === 'throw' ? [] : ['handler, inFlight 1'])
     },

@@ -2,10 +2,10 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import { PassThrough } from 'node:stream'
 import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
-import Fastify, { type FastifyReply, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { graceful } from '../src/index.js'
-import { startFastify, stopFastifyApps } from './helpers/fastify.js'
+import { parkingHook, startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 afterEach(stopFastifyApps)
 
@@ -114,41 +114,28 @@ describe('counting requests: released once the response has closed and the handl
   })
 
   it('keeps a request aborted during an async preHandler counted through the handler Fastify still runs', async () => {
-    const inPreHandler = deferred<void>()
-    const responseClosed = deferred<void>()
-    const gate = deferred<void>()
+    const lookUp = parkingHook()
     const order: string[] = []
     const { app, port } = await startFastify((app) => {
       app.addHook('onClose', async () => {
         order.push('onClose hook')
       })
-      app.get(
-        '/work',
-        {
-          // An auth lookup, say: the client gives up while it runs.
-          preHandler: async (_request, reply) => {
-            reply.raw.once('close', () => responseClosed.resolve())
-            inPreHandler.resolve()
-            await gate.promise
-          },
-        },
-        async () => {
-          order.push(`handler start, inFlight ${app.shutdown.inFlight}`)
-          await new Promise((resolve) => setImmediate(resolve))
-          order.push('handler end')
-          return 'too late'
-        },
-      )
+      app.get('/work', { preHandler: lookUp.hook }, async () => {
+        order.push(`handler start, inFlight ${app.shutdown.inFlight}`)
+        await new Promise((resolve) => setImmediate(resolve))
+        order.push('handler end')
+        return 'too late'
+      })
     })
     const client = http.get({ host: '127.0.0.1', port, path: '/work' })
     client.on('error', () => {})
-    await within(2_000, inPreHandler.promise, 'the preHandler to run')
+    await within(2_000, lookUp.running, 'the preHandler to run')
     client.destroy()
-    await within(2_000, responseClosed.promise, 'the server to see the abort')
+    await within(2_000, lookUp.responseClosed, 'the server to see the abort')
     expect(app.shutdown.inFlight).toBe(1)
     const closing = app.shutdown.close('test')
     await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
-    gate.resolve()
+    lookUp.gate.resolve()
     const report = await within(3_000, closing, 'the shutdown')
     expect(report.graceful).toBe(true)
     expect(report.requests.completed).toBe(1)
@@ -198,41 +185,30 @@ describe('counting requests: released once the response has closed and the handl
     ])(
       'releases a request aborted during a preHandler that then %s, without waiting for the deadline',
       async (_, how) => {
-        const inPreHandler = deferred<void>()
-        const responseClosed = deferred<void>()
-        const gate = deferred<void>()
+        const guard = parkingHook((reply) => {
+          if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
+          if (how === 'send') return reply.code(401).send('no')
+          reply.hijack()
+          reply.raw.writeHead(401)
+          reply.raw.end('no')
+        })
         const handlerRan: string[] = []
         const { app, port } = await startFastify(
           (app) => {
-            app.get(
-              '/guarded',
-              {
-                preHandler: async (_request, reply) => {
-                  reply.raw.once('close', () => responseClosed.resolve())
-                  inPreHandler.resolve()
-                  await gate.promise
-                  if (how === 'throw') throw Object.assign(new Error('no'), { statusCode: 401 })
-                  if (how === 'send') return reply.code(401).send('no')
-                  reply.hijack()
-                  reply.raw.writeHead(401)
-                  reply.raw.end('no')
-                },
-              },
-              async () => {
-                handlerRan.push('/guarded')
-                return 'ok'
-              },
-            )
+            app.get('/guarded', { preHandler: guard.hook }, async () => {
+              handlerRan.push('/guarded')
+              return 'ok'
+            })
           },
           {},
           http2Options(protocol),
         )
         const leave = await startAndLeave(protocol, port, 'GET', '/guarded')
-        await within(2_000, inPreHandler.promise, 'the preHandler to run')
+        await within(2_000, guard.running, 'the preHandler to run')
         leave()
-        await within(2_000, responseClosed.promise, 'the server to see the abort')
+        await within(2_000, guard.responseClosed, 'the server to see the abort')
         expect(app.shutdown.inFlight).toBe(1)
-        gate.resolve()
+        guard.gate.resolve()
         await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
         expect(handlerRan).toEqual([])
       },
@@ -241,20 +217,13 @@ describe('counting requests: released once the response has closed and the handl
     it.each([['onRequest'], ['preParsing']] as const)(
       'releases a body-carrying request whose client left during an async %s hook, once Fastify waits for a body that cannot come',
       async (hook) => {
-        const inHook = deferred<void>()
-        const responseClosed = deferred<void>()
-        const gate = deferred<void>()
+        // A session or rate-limit lookup, say: the client gives up while it runs.
+        const lookUp = parkingHook()
         const handlerRan: string[] = []
         const { app, port } = await startFastify(
           (app) => {
-            // A session or rate-limit lookup, say: the client gives up while it runs.
-            const lookUp = async (reply: FastifyReply) => {
-              reply.raw.once('close', () => responseClosed.resolve())
-              inHook.resolve()
-              await gate.promise
-            }
-            if (hook === 'onRequest') app.addHook('onRequest', (_request, reply) => lookUp(reply))
-            else app.addHook('preParsing', (_request, reply) => lookUp(reply))
+            if (hook === 'onRequest') app.addHook('onRequest', lookUp.hook)
+            else app.addHook('preParsing', (request, reply) => lookUp.hook(request, reply))
             app.post('/upload', async () => {
               handlerRan.push('/upload')
               return 'ok'
@@ -264,12 +233,12 @@ describe('counting requests: released once the response has closed and the handl
           http2Options(protocol),
         )
         const leave = await startAndLeave(protocol, port, 'POST', '/upload', 'part')
-        await within(2_000, inHook.promise, `the ${hook} hook to run`)
+        await within(2_000, lookUp.running, `the ${hook} hook to run`)
         leave()
-        await within(2_000, responseClosed.promise, 'the server to see the abort')
+        await within(2_000, lookUp.responseClosed, 'the server to see the abort')
         // Still counted while the hook runs: the chain may yet go on.
         expect(app.shutdown.inFlight).toBe(1)
-        gate.resolve()
+        lookUp.gate.resolve()
         await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
         expect(handlerRan).toEqual([])
         const report = await within(2_000, app.shutdown.close('test'), 'the shutdown')

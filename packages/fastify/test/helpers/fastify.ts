@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { deferred } from '@lameduck/test-utils'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import { type GracefulOptions, graceful } from '../../src/index.js'
 
 const started = new Set<FastifyInstance>()
@@ -32,4 +33,22 @@ export async function stopFastifyApps(): Promise<void> {
       await app.close()
     }),
   )
+}
+
+/**
+ * A hook (`preHandler`, `onRequest`…) that parks until `gate` opens — a session lookup, say, during
+ * which the client gives up — then does `then(reply)`. `running` resolves when it starts,
+ * `responseClosed` when the server sees its response close.
+ */
+export function parkingHook(then: (reply: FastifyReply) => unknown = () => undefined) {
+  const running = deferred<void>()
+  const responseClosed = deferred<void>()
+  const gate = deferred<void>()
+  const hook = async (_request: unknown, reply: FastifyReply): Promise<unknown> => {
+    reply.raw.once('close', () => responseClosed.resolve())
+    running.resolve()
+    await gate.promise
+    return then(reply)
+  }
+  return { hook, running: running.promise, responseClosed: responseClosed.promise, gate }
 }
