@@ -88,8 +88,11 @@ export function resolveAdapterOptions(
 /** A request target in absolute form: scheme, authority, then the path (group 1), if any. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/]*(\/.*)?$/
 
-/** A URL path in the form clients send it (RFC 3986 `path-absolute` characters, `%XX` escapes). */
-const PROBE_PATH = /^\/(?:[\w\-.~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/
+/**
+ * A path a request's target can carry as it is: visible ASCII, without `?` or `#` (a query or a
+ * fragment is never part of the path compared) — clients percent-encode spaces and anything else.
+ */
+const PROBE_PATH = /^\/[\x21\x22\x24-\x3e\x40-\x7e]*$/
 
 function resolveHealth(value: unknown, source: string): HealthPaths | undefined {
   if (value === undefined || value === false) return undefined
@@ -114,7 +117,7 @@ function resolveHealth(value: unknown, source: string): HealthPaths | undefined 
     if (!PROBE_PATH.test(given))
       throw invalidOptionRange(
         `health.${name}`,
-        'a path as it appears in a request (letters, digits, "-._~!$&\'()*+,;=:@/" and %XX escapes; no query, fragment or spaces)',
+        'a path as a request carries it (visible ASCII; no query, fragment or spaces: percent-encode them)',
         given,
         source,
       )

@@ -42,6 +42,7 @@ export function buildRefusal(retryAfterSeconds: number, httpVersionMajor = 1): R
  * (`Content-Length`), only the close waits.
  */
 export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal): void {
+  refused.add(req)
   if (res.headersSent || res.writableEnded) {
     res.end()
     return
@@ -78,12 +79,23 @@ export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal
   req.resume()
 }
 
-/** True while the request still has body bytes to come (`Expect: 100-continue` unanswered: none). */
-export function hasUnreadBody(req: AnyRequest): boolean {
+/**
+ * Requests answered by writeRefusal(), which reads and discards their bodies within its own limits:
+ * the tracker's wait before a last response's close (closeAfterBody) leaves them alone.
+ */
+export const refused = new WeakSet<AnyRequest>()
+
+/** True while the request may still send body bytes (`Expect: 100-continue` taken as sent). */
+export function mayHaveBody(req: AnyRequest): boolean {
   if (req.complete) return false
-  // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
-  if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false
   if (req.headers['transfer-encoding'] !== undefined) return true
   const length = Number(req.headers['content-length'] ?? 0)
   return Number.isFinite(length) && length > 0
+}
+
+function hasUnreadBody(req: AnyRequest): boolean {
+  if (req.complete) return false
+  // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
+  if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false
+  return mayHaveBody(req)
 }

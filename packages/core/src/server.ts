@@ -7,8 +7,9 @@ import {
   type AnyRequest,
   type AnyResponse,
   DISCARD_LIMIT_MS,
-  hasUnreadBody,
+  mayHaveBody,
   type Refusal,
+  refused,
   writeRefusal,
 } from './refusal.js'
 
@@ -318,7 +319,7 @@ export function createServerTracker(options: {
       response.shouldKeepAlive = false
       sayClose(response)
       const req = (response as { req?: IncomingMessage }).req
-      if (req !== undefined && req.socket === connection.socket && hasUnreadBody(req)) closeAfterBody(req)
+      if (req !== undefined && req.socket === connection.socket && mayHaveBody(req)) closeAfterBody(req)
     }
     connection.hasLastRequest = true
   }
@@ -328,9 +329,9 @@ export function createServerTracker(options: {
    * all, and a socket closed with unread input makes the kernel send RST, which can destroy the
    * response before the client has read it: a handler that answers an upload early (a 401, a 413)
    * without reading it. (Kept alive, the request's rest would have been read.) So that close, the
-   * socket's destroySoon(), sends the FIN and waits until the rest of the request has been read
-   * and thrown away (as Node reads it once the response is sent) or the client has stopped
-   * sending, DISCARD_LIMIT_MS after the request arrived at most.
+   * socket's destroySoon(), sends the FIN and waits until the rest of the request has been read and
+   * thrown away (the request resumed, should the app have paused it) or the client has stopped
+   * sending, DISCARD_LIMIT_MS after the request arrived at most. A refusal reads its own.
    */
   function closeAfterBody(req: IncomingMessage): void {
     const socket = req.socket
@@ -340,21 +341,28 @@ export function createServerTracker(options: {
       if (own === undefined) delete (this as Partial<Socket>).destroySoon
       else this.destroySoon = own
       const left = closeBy - clock.now()
-      if (req.complete || this.destroyed || left <= 0) {
+      if (req.complete || refused.has(req) || this.destroyed || left <= 0) {
         this.destroySoon()
         return
       }
       if (this.writable) this.end()
-      // Node's own destroySoon() (put back above): destroyed once the response's bytes are out.
-      const close = () => {
+      const stop = () => {
         clock.clearTimeout(timer)
         req.off('end', close)
         this.off('end', close)
+        this.off('close', stop)
+      }
+      // Node's own destroySoon() (put back above): destroyed once the response's bytes are out.
+      const close = () => {
+        stop()
         this.destroySoon()
       }
       const timer = clock.setTimeout(close, left)
       req.once('end', close)
       this.once('end', close)
+      // Closed some other way (a reset, the deadline): nothing left to wait for.
+      this.once('close', stop)
+      req.resume()
     }
   }
 
@@ -755,7 +763,7 @@ export function createServerTracker(options: {
       const { socket } = connection
       let entry: { tracked: Socket[]; quiet: Socket[] } | undefined
       if (asked !== undefined) {
-        // A socket handed to the server by `emit('connection')` has no `server`: closed by us alone.
+        // A socket without `server` (not accepted by a net server): closed by us alone.
         const server = serverOf(socket) as HttpServer | undefined
         entry = server && asked.get(server)
         if (entry === undefined && typeof server?.closeIdleConnections === 'function') {

@@ -13,7 +13,7 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, type Shutdown } from '../src/index.js'
+import { createShutdown, type Shutdown, writeRefusal } from '../src/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 
 let app: TestApp | undefined
@@ -168,34 +168,152 @@ describe('keep-alive connections through a shutdown', () => {
     expect(done.connectionsDestroyed).toBe(0)
   })
 
-  it('reads the rest of an upload its last response answered early before closing, so the answer is not lost to a reset', async () => {
-    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 5_000 })
-    // Answers at once without reading the body (a 401 before an upload, say).
-    const { port } = await startServer(shutdown, (res) => {
-      res.writeHead(401, { 'content-length': '2' }).end('no')
-    })
-    const raw = await rawConnect(port)
-    raw.write(rawRequest('GET', '/first'))
-    await raw.waitFor('\r\n\r\nno')
-    const held = deferred()
-    void shutdown.track('held open until the upload is over', held.promise)
-    const report = shutdown.close('test')
-    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+  describe('a last response that answers an upload before reading it (a 401, a 413)', () => {
+    /** A real clock that counts its pending timers, so a test can tell none is left behind. */
+    function countingClock() {
+      const live = new Set<NodeJS.Timeout>()
+      return {
+        now: () => Date.now(),
+        setTimeout(callback: () => void, ms: number): unknown {
+          const timer = setTimeout(() => {
+            live.delete(timer)
+            callback()
+          }, ms)
+          live.add(timer)
+          return timer
+        },
+        clearTimeout(handle: unknown): void {
+          live.delete(handle as NodeJS.Timeout)
+          clearTimeout(handle as NodeJS.Timeout)
+        },
+        get pending() {
+          return live.size
+        },
+      }
+    }
+
+    /**
+     * A server answering `/upload` with `answer` (the body unread), a kept-alive connection to it, and
+     * a shutdown stopping, held open by a task until `held` is resolved.
+     */
+    async function stoppingWithIdleConnection(
+      answer: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+      options: { lateRequests?: 'serve' | 'refuse' } = {},
+    ) {
+      const clock = countingClock()
+      const shutdown = createShutdown({
+        signals: false,
+        logger: false,
+        timeoutMs: 5_000,
+        idleGraceMs: 5_000,
+        clock,
+        ...options,
+      })
+      const accepted: net.Socket[] = []
+      const server = http.createServer((req, res) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        if (req.url === '/first') res.end('first')
+        else answer(req, res)
+      })
+      server.on('connection', (socket: net.Socket) => accepted.push(socket))
+      shutdown.attach(server)
+      servers.push(server)
+      const raw = await rawConnect(await listen(server))
+      raw.write(rawRequest('GET', '/first'))
+      await raw.waitFor('\r\n\r\nfirst')
+      const held = deferred()
+      void shutdown.track('held open until the upload is over', held.promise)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      return { clock, shutdown, raw, accepted, held, report }
+    }
+
     const chunk = Buffer.alloc(64 * 1024, 'x')
-    const chunks = 16
-    raw.write(`POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${chunk.length * chunks}\r\n\r\n`)
-    raw.write(chunk)
-    await raw.waitFor(/HTTP\/1\.1 401[\s\S]*HTTP\/1\.1 401[\s\S]*\r\n\r\nno$/)
-    // The answer is in; the client goes on sending the body it announced.
-    for (let i = 1; i < chunks; i++) raw.write(chunk)
-    const { data, error } = await within(3_000, raw.closed, 'the connection to close')
-    expect(error).toBeUndefined()
-    expect(parseResponses(data).map((r) => [r.status, r.headers.connection])).toEqual([
-      [401, 'keep-alive'],
-      [401, 'close'],
-    ])
-    held.resolve()
-    expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+    const uploadHead = (bytes: number) =>
+      `POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${bytes}\r\n\r\n`
+
+    it.each([
+      ['at once', (_req: http.IncomingMessage, res: http.ServerResponse) => res.writeHead(401).end()],
+      [
+        'after pausing it (a body parser over its limit)',
+        (req: http.IncomingMessage, res: http.ServerResponse) => {
+          req.once('data', () => {
+            req.pause()
+            res.writeHead(413).end()
+          })
+        },
+      ],
+    ])(
+      'reads and discards the rest before closing, so the answer is not lost to a reset: answered %s',
+      async (_, answer) => {
+        const { raw, held, report } = await stoppingWithIdleConnection(answer)
+        const chunks = 16
+        raw.write(uploadHead(chunk.length * chunks))
+        raw.write(chunk)
+        await raw.waitFor(/HTTP\/1\.1 200[\s\S]*HTTP\/1\.1 4\d\d /)
+        // The answer is in; the client goes on sending the body it announced.
+        for (let i = 1; i < chunks; i++) raw.write(chunk)
+        const { data, error } = await within(3_000, raw.closed, 'the connection to close')
+        expect(error).toBeUndefined()
+        expect(data).toMatch(/^HTTP\/1\.1 200 [\s\S]*\r\nConnection: keep-alive\r\n/)
+        expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(
+          /^HTTP\/1\.1 4\d\d [\s\S]*\r\nConnection: close\r\n/,
+        )
+        held.resolve()
+        expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+      },
+    )
+
+    it('also after a 100 Continue sent before stopping began', async () => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 5_000 })
+      const answer = deferred()
+      const { port } = await startServer(shutdown, async (res) => {
+        await answer.promise
+        res.writeHead(401).end()
+      })
+      const raw = await rawConnect(port)
+      const chunks = 16
+      raw.write(`${uploadHead(chunk.length * chunks).slice(0, -2)}expect: 100-continue\r\n\r\n`)
+      await raw.waitFor('HTTP/1.1 100 Continue')
+      raw.write(chunk)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      answer.resolve()
+      await raw.waitFor(/HTTP\/1\.1 401 /)
+      for (let i = 1; i < chunks; i++) raw.write(chunk)
+      const { error } = await within(3_000, raw.closed, 'the connection to close')
+      expect(error).toBeUndefined()
+      expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+    })
+
+    it('leaves no timer behind when the client resets instead of finishing the upload', async () => {
+      const { clock, raw, held, report } = await stoppingWithIdleConnection((_req, res) =>
+        res.writeHead(401).end(),
+      )
+      raw.write(uploadHead(chunk.length * 16))
+      raw.write(chunk)
+      await raw.waitFor(/HTTP\/1\.1 401 /)
+      raw.socket.resetAndDestroy()
+      await within(2_000, raw.closed, 'the reset')
+      held.resolve()
+      await within(2_000, report, 'the report')
+      expect(clock.pending).toBe(0)
+    })
+
+    it("keeps the refusal's own limit on what it reads of an upload (lateRequests: refuse)", async () => {
+      const { raw, accepted, held, report } = await stoppingWithIdleConnection(() => {}, {
+        lateRequests: 'refuse',
+      })
+      const total = 32 * 1024 * 1024
+      raw.write(uploadHead(total))
+      raw.socket.on('error', () => {})
+      raw.write(Buffer.alloc(total, 'x'))
+      await within(3_000, raw.closed, 'the refused connection to close')
+      // The refusal reads up to 1 MiB, then closes: far from all 32 MiB, whatever the kernel held.
+      expect(accepted[0]?.bytesRead).toBeLessThan(total / 4)
+      held.resolve()
+      await within(2_000, report, 'the report')
+    })
   })
 
   it('serves the last request on an open connection with Connection: close (lateRequests: serve)', async () => {

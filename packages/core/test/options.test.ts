@@ -427,11 +427,11 @@ function adapterRows(existing: Shutdown): Row[] {
       kind: 'RangeError',
       message: `${P}option "health.livePath" must be a path starting with "/"; received "livez" (string).`,
     },
-    ...['/readyz?full=1', '/health check', '/ready#x', '/gesundheit/\u00fc', '/bad%zz'].map((path) => ({
+    ...['/readyz?full=1', '/health check', '/ready#x', '/gesundheit/\u00fc', '/tab\there'].map((path) => ({
       what: `health.readyPath = ${JSON.stringify(path)} (never matches a request's path)`,
       options: { health: { readyPath: path } },
       kind: 'RangeError' as const,
-      message: `${P}option "health.readyPath" must be a path as it appears in a request (letters, digits, "-._~!$&'()*+,;=:@/" and %XX escapes; no query, fragment or spaces); received ${JSON.stringify(path)} (string).`,
+      message: `${P}option "health.readyPath" must be a path as a request carries it (visible ASCII; no query, fragment or spaces: percent-encode them); received ${JSON.stringify(path)} (string).`,
     })),
     {
       what: 'health paths equal',
@@ -572,6 +572,11 @@ describe('resolveAdapterOptions() (every adapter) rejects bad options the same w
     made.push(created.shutdown)
     expect(created.shutdown).not.toBe(existing)
     expect(created.health).toBeUndefined()
+  })
+
+  it('accepts a health path with any visible ASCII a request carries as it is, and %XX escapes', () => {
+    const paths = { readyPath: '/health|ready^[x]', livePath: "/live-{1}~!$&'()*+,;=:@%20" }
+    expect(resolveAdapterOptions({ shutdown: existing, health: paths }).health).toEqual(paths)
   })
 })
 

@@ -79,10 +79,16 @@ function responseClosed(request: HeldRequest, reply: SentReply): void {
   }
   reply.raw.once('prefinish', letGo)
   const raw = request.raw
-  const watchBody = (event: string | symbol) => {
-    if (event !== 'data' && event !== 'end' && event !== 'readable') return
+  // Fastify's body read adds one function for both 'end' and 'error' (then resumes); code of the
+  // app reading the stream itself (stream consumers, for await, pipe) adds a function per event, and
+  // its own failure takes the chain on to an error handler, which ends the reply.
+  const watchBody = (event: string | symbol, listener: (...args: never[]) => unknown) => {
     if (request[HANDLER_HOLD] !== early) raw.off('newListener', watchBody)
-    else if (raw.destroyed || raw.readableEnded) {
+    else if (
+      event === 'error' &&
+      (raw.destroyed || raw.readableEnded) &&
+      raw.listeners('end').includes(listener)
+    ) {
       raw.off('newListener', watchBody)
       letGo()
     }

@@ -1,6 +1,7 @@
 import http from 'node:http'
 import http2 from 'node:http2'
-import { PassThrough } from 'node:stream'
+import { PassThrough, Readable } from 'node:stream'
+import { text } from 'node:stream/consumers'
 import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
 import Fastify, { type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -246,6 +247,56 @@ describe('counting requests: released once the response has closed and the handl
       },
     )
   })
+
+  it.each(protocols)(
+    '%s: keeps a request counted when, its client gone during an async onRequest hook, a preParsing hook reads the body itself',
+    async (protocol) => {
+      const lookUp = parkingHook()
+      const order: string[] = []
+      const { app, port } = await startFastify(
+        (app) => {
+          app.addHook('onRequest', lookUp.hook)
+          // A webhook signature check over the raw body, say: it reads the stream itself, and gets an
+          // error (HTTP/1.1: the request was destroyed) or what had arrived (h2c: it was ended).
+          app.addHook('preParsing', async (_request, _reply, payload) => {
+            const body = await text(payload)
+            order.push(`preParsing read ${JSON.stringify(body)}`)
+            return Readable.from([body])
+          })
+          app.setErrorHandler(async (error, _request, reply) => {
+            await new Promise((resolve) => setImmediate(resolve))
+            order.push(
+              `error handler (${(error as { code?: string }).code}), inFlight ${app.shutdown.inFlight}`,
+            )
+            return reply.code(500).send('error')
+          })
+          app.post('/hook', async () => {
+            order.push(`handler, inFlight ${app.shutdown.inFlight}`)
+            return 'ok'
+          })
+          app.shutdown.onClose('pool', () => {
+            order.push('onClose hook')
+          })
+        },
+        {},
+        http2Options(protocol),
+      )
+      const leave = await startAndLeave(protocol, port, 'POST', '/hook', 'part')
+      await within(2_000, lookUp.running, 'the onRequest hook to run')
+      leave()
+      await within(2_000, lookUp.responseClosed, 'the server to see the abort')
+      const closing = app.shutdown.close('test')
+      await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+      lookUp.gate.resolve()
+      const report = await within(3_000, closing, 'the shutdown')
+      expect(report).toMatchObject({ graceful: true, requests: { forced: 0 } })
+      // Whichever way the chain went on, it ran counted, and the close hooks after it.
+      expect(order.at(-1)).toBe('onClose hook')
+      expect(order.slice(0, -1).filter((step) => step.includes('inFlight'))).toEqual([
+        expect.stringMatching(/inFlight 1$/),
+      ])
+    },
+  )
 
   it('releases an aborted request at once when no handler is running (still reading the body)', async () => {
     const responseClosed = deferred<void>()
