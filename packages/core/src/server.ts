@@ -331,7 +331,9 @@ export function createServerTracker(options: {
    * without reading it. (Kept alive, the request's rest would have been read.) So that close, the
    * socket's destroySoon(), sends the FIN and waits until the rest of the request has been read and
    * thrown away (the request resumed, should the app have paused it) or the client has stopped
-   * sending, DISCARD_LIMIT_MS after the request arrived at most. A refusal reads its own.
+   * sending, at most DISCARD_LIMIT_MS after the response was marked last (as its request arrived,
+   * or as stopping began). A refusal reads its own. A request that follows the body on the same
+   * connection is parsed, and dropped as pipelined behind a last response.
    */
   function closeAfterBody(req: IncomingMessage): void {
     const socket = req.socket
@@ -387,6 +389,12 @@ export function createServerTracker(options: {
     events.onConnectionsChanged()
     if (!stopping) return
     events.onRefused()
+    // Behind a last response whose close waits for its upload (closeAfterBody): already ended, the
+    // refusal cannot be written, and Node has left the socket without its error handler.
+    if (socket.writableEnded) {
+      socket.destroy()
+      return
+    }
     const { status, headers, body } = options.refusal(1)
     const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
     // Written raw (the socket is no longer Node's to answer on), with the Date Node would add.

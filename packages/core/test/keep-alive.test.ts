@@ -225,7 +225,7 @@ describe('keep-alive connections through a shutdown', () => {
       void shutdown.track('held open until the upload is over', held.promise)
       const report = shutdown.close('test')
       await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
-      return { clock, shutdown, raw, accepted, held, report }
+      return { clock, server, shutdown, raw, accepted, held, report }
     }
 
     const chunk = Buffer.alloc(64 * 1024, 'x')
@@ -283,6 +283,25 @@ describe('keep-alive connections through a shutdown', () => {
       for (let i = 1; i < chunks; i++) raw.write(chunk)
       const { error } = await within(3_000, raw.closed, 'the connection to close')
       expect(error).toBeUndefined()
+      expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+    })
+
+    it('refuses an upgrade sent right after the upload without writing to the ended socket', async () => {
+      const { server, raw, held, report } = await stoppingWithIdleConnection((_req, res) =>
+        res.writeHead(401).end(),
+      )
+      const upgrades: string[] = []
+      server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+        upgrades.push(req.url ?? '')
+        socket.destroy()
+      })
+      raw.write(
+        `${uploadHead(5)}hello${rawRequest('GET', '/ws', { connection: 'upgrade', upgrade: 'websocket' })}`,
+      )
+      const { data } = await within(3_000, raw.closed, 'the connection to close')
+      expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 401 /)
+      expect(upgrades).toEqual([])
+      held.resolve()
       expect((await within(2_000, report, 'the report')).graceful).toBe(true)
     })
 

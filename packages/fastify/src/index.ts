@@ -79,16 +79,15 @@ function responseClosed(request: HeldRequest, reply: SentReply): void {
   }
   reply.raw.once('prefinish', letGo)
   const raw = request.raw
-  // Fastify's body read adds one function for both 'end' and 'error' (then resumes); code of the
-  // app reading the stream itself (stream consumers, for await, pipe) adds a function per event, and
-  // its own failure takes the chain on to an error handler, which ends the reply.
-  const watchBody = (event: string | symbol, listener: (...args: never[]) => unknown) => {
+  // A 'data' listener added to a request that has ended or been destroyed gets nothing, ever, and
+  // neither 'end' nor 'error': Fastify's own body read, a content-type parser, a preParsing hook's
+  // payload.pipe(…) then wait for good. Code of the app reading it as an async iterator (stream
+  // consumers, for await) listens for 'readable' instead and gets an error, which takes the chain
+  // on to an error handler that ends the reply: it stays counted. (pipeline() adds 'data' and also
+  // errors: released as its error handler starts.)
+  const watchBody = (event: string | symbol) => {
     if (request[HANDLER_HOLD] !== early) raw.off('newListener', watchBody)
-    else if (
-      event === 'error' &&
-      (raw.destroyed || raw.readableEnded) &&
-      raw.listeners('end').includes(listener)
-    ) {
+    else if (event === 'data' && (raw.destroyed || raw.readableEnded)) {
       raw.off('newListener', watchBody)
       letGo()
     }
