@@ -94,7 +94,6 @@ export function mayHaveBody(req: AnyRequest): boolean {
 }
 
 function hasUnreadBody(req: AnyRequest): boolean {
-  if (req.complete) return false
   // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
   if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false
   return mayHaveBody(req)

@@ -336,12 +336,9 @@ export function createServerTracker(options: {
    * connection is parsed, and dropped as pipelined behind a last response.
    */
   function closeAfterBody(req: IncomingMessage): void {
-    const socket = req.socket
     const closeBy = clock.now() + DISCARD_LIMIT_MS
-    const own = Object.hasOwn(socket, 'destroySoon') ? socket.destroySoon : undefined
-    socket.destroySoon = function destroyAfterBody(this: Socket): void {
-      if (own === undefined) delete (this as Partial<Socket>).destroySoon
-      else this.destroySoon = own
+    const restore = replaceOwn(req.socket, 'destroySoon', function destroyAfterBody(this: Socket): void {
+      restore()
       const left = closeBy - clock.now()
       if (req.complete || refused.has(req) || this.destroyed || left <= 0) {
         this.destroySoon()
@@ -365,7 +362,7 @@ export function createServerTracker(options: {
       // Closed some other way (a reset, the deadline): nothing left to wait for.
       this.once('close', stop)
       req.resume()
-    }
+    })
   }
 
   function onCheckContinue(this: NetServer, req: IncomingMessage, res: ServerResponse): void {
@@ -654,17 +651,11 @@ export function createServerTracker(options: {
       idle.add(this)
       return this
     }
-    // An own destroy() set by someone else is put back as it was.
-    const own: Array<[Socket, Socket['destroy']]> = []
-    for (const socket of tracked) {
-      if (Object.hasOwn(socket, 'destroy')) own.push([socket, socket.destroy])
-      socket.destroy = note
-    }
+    const restores = tracked.map((socket) => replaceOwn(socket, 'destroy', note))
     try {
       ;(server as HttpServer).closeIdleConnections()
     } finally {
-      for (const socket of tracked) delete (socket as Partial<Socket>).destroy
-      for (const [socket, destroy] of own) socket.destroy = destroy
+      for (const restore of restores) restore()
     }
     return idle
   }
@@ -762,14 +753,17 @@ export function createServerTracker(options: {
     let next = Number.POSITIVE_INFINITY
     // Quiet needs a server-wide lull (no request anywhere for idleGraceMs) before any socket closes.
     const lull = now - lastRequestAt >= idleGraceMs
-    // During a lull, per http(s) server: every socket of it tracked here, and the quiet ones among
-    // them, for askIdle(). Not gathered otherwise: nothing closes before a lull.
-    const asked = lull ? new Map<NetServer, { tracked: Socket[]; quiet: Socket[] }>() : undefined
+    // During a lull, per http(s) server: every socket of it tracked here, and the quiet connections
+    // among them, for askIdle(); servers that may hold connections never seen open are asked too.
+    // Not gathered otherwise: nothing closes before a lull.
+    type Asked = { tracked: Socket[]; quiet: Connection[] }
+    const asked = lull ? new Map<NetServer, Asked>() : undefined
+    for (const server of untracked) asked?.set(server, { tracked: [], quiet: [] })
     // Backwards: a socket closing under the loop moves an entry already visited into its place.
     for (let i = connections.length - 1; i >= 0; i--) {
       const connection = connections[i] as Connection
       const { socket } = connection
-      let entry: { tracked: Socket[]; quiet: Socket[] } | undefined
+      let entry: Asked | undefined
       if (asked !== undefined) {
         // A socket without `server` (not accepted by a net server): closed by us alone.
         const server = serverOf(socket) as HttpServer | undefined
@@ -793,7 +787,7 @@ export function createServerTracker(options: {
       if (!quiet) next = Math.min(next, Math.max(quietSince + idleGraceMs, now + 1))
       // Never sent a byte: idle, though Node counts a connection as busy until its first request.
       else if (entry === undefined || socket.bytesRead === 0) closeGently(socket)
-      else entry.quiet.push(socket)
+      else entry.quiet.push(connection)
     }
     if (asked !== undefined) {
       for (const socket of handshaking) socket.destroy()
@@ -803,36 +797,33 @@ export function createServerTracker(options: {
       for (const [server, { tracked, quiet }] of asked) {
         if (quiet.length === 0 && !untracked.has(server)) continue
         const idle = askIdle(server, tracked)
-        for (const socket of quiet) {
-          if (idle.has(socket)) {
-            closeGently(socket)
-            continue
-          }
-          // Not idle to Node: the start of a request head is in its parser, the rest on its way (a
-          // slow client, a head over several packets). Left open while its bytes keep coming; closed
-          // once none has come for HEAD_STALL_MS (idleGraceMs if longer): a client that stopped.
-          const connection = (socket as TrackedSocket)[CONNECTION] as Connection
-          if (connection.headBytes !== socket.bytesRead) {
-            connection.headBytes = socket.bytesRead
-            connection.headSince = now
-          }
-          const stalledAt = connection.headSince + Math.max(HEAD_STALL_MS, idleGraceMs)
-          if (now >= stalledAt) closeGently(socket)
+        for (const connection of quiet) {
+          const stalledAt = idle.has(connection.socket) ? now : headStalledAt(connection, now)
+          if (now >= stalledAt) closeGently(connection.socket)
           else next = Math.min(next, stalledAt)
         }
         if (untracked.has(server)) reached = reapUntracked(server) || reached
-      }
-      // A server with untracked connections and none tracked (all of them opened before attach()).
-      for (const server of untracked) {
-        if (asked.has(server)) continue
-        askIdle(server, [])
-        reached = reapUntracked(server) || reached
       }
       if (reached) events.onConnectionsChanged()
     } else {
       next = Math.min(next, lastRequestAt + idleGraceMs)
     }
     if (next !== Number.POSITIVE_INFINITY) scheduleReap(Math.max(0, next - now))
+  }
+
+  /**
+   * For a quiet connection Node does not find idle: the start of a request head is in its parser, the
+   * rest on its way (a slow client, a head over several packets). It is left open while its bytes
+   * keep coming; this is when it is closed, once none has come for HEAD_STALL_MS (idleGraceMs if
+   * longer): a client that stopped.
+   */
+  function headStalledAt(connection: Connection, now: number): number {
+    const { bytesRead } = connection.socket
+    if (connection.headBytes !== bytesRead) {
+      connection.headBytes = bytesRead
+      connection.headSince = now
+    }
+    return connection.headSince + Math.max(HEAD_STALL_MS, idleGraceMs)
   }
 
   function destroyAll(): number {
@@ -937,6 +928,23 @@ function describeAddress(server: NetServer): string {
   return address.address.includes(':')
     ? `[${address.address}]:${address.port}`
     : `${address.address}:${address.port}`
+}
+
+/**
+ * Gives `socket` an own `name` method until the returned function is called, which puts back what was
+ * there: an own one someone else had set, or none (the prototype's again).
+ */
+function replaceOwn<K extends 'destroy' | 'destroySoon'>(
+  socket: Socket,
+  name: K,
+  replacement: Socket[K],
+): () => void {
+  const own = Object.hasOwn(socket, name) ? socket[name] : undefined
+  socket[name] = replacement
+  return () => {
+    if (own === undefined) delete (socket as Partial<Socket>)[name]
+    else socket[name] = own
+  }
 }
 
 /** FIN, then close: nothing queued is lost, and the peer sees an orderly end, never a reset. */
