@@ -93,8 +93,13 @@ export function mayHaveBody(req: AnyRequest): boolean {
   return Number.isFinite(length) && length > 0
 }
 
+/**
+ * Requests that asked for `100 Continue` and were refused in its place (the tracker's
+ * `'checkContinue'` listener): their clients send no body, so a refusal has nothing to wait for.
+ * Any other such request got its `100 Continue` from Node or the app, and its body is on its way.
+ */
+export const continueWithheld = new WeakSet<AnyRequest>()
+
 function hasUnreadBody(req: AnyRequest): boolean {
-  // A client that asked for `100 Continue` and did not get it sends no body: nothing to wait for.
-  if (String(req.headers.expect ?? '').toLowerCase() === '100-continue') return false
-  return mayHaveBody(req)
+  return !continueWithheld.has(req) && mayHaveBody(req)
 }

@@ -6,6 +6,7 @@ import type { Clock } from './options.js'
 import {
   type AnyRequest,
   type AnyResponse,
+  continueWithheld,
   DISCARD_LIMIT_MS,
   mayHaveBody,
   type Refusal,
@@ -369,6 +370,7 @@ export function createServerTracker(options: {
     if (stopping) {
       observe(req, res)
       events.onRefused()
+      continueWithheld.add(req)
       writeRefusal(req, res, options.refusal(req.httpVersionMajor))
       return
     }

@@ -333,6 +333,40 @@ describe('keep-alive connections through a shutdown', () => {
       held.resolve()
       await within(2_000, report, 'the report')
     })
+
+    it('reads the upload a refused request sends after the 100 Continue Node sent for it (server not attached)', async () => {
+      const shutdown = createShutdown({
+        signals: false,
+        logger: false,
+        timeoutMs: 5_000,
+        idleGraceMs: 5_000,
+        lateRequests: 'refuse',
+      })
+      // Never attached: Node answers `Expect: 100-continue` itself before the gate sees the request.
+      const server = http.createServer((req, res) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        res.end('served')
+      })
+      servers.push(server)
+      const port = await listen(server)
+      const held = deferred()
+      void shutdown.track('held open until the upload is over', held.promise)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      const raw = await rawConnect(port)
+      const chunks = 16
+      raw.write(`${uploadHead(chunk.length * chunks).slice(0, -2)}expect: 100-continue\r\n\r\n`)
+      await raw.waitFor('HTTP/1.1 100 Continue')
+      raw.write(chunk)
+      await raw.waitFor(/HTTP\/1\.1 503 /)
+      // The refusal is in; the client goes on sending the body Node asked for.
+      for (let i = 1; i < chunks; i++) raw.write(chunk)
+      const { data, error } = await within(3_000, raw.closed, 'the refused connection to close')
+      expect(error).toBeUndefined()
+      expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 503 [\s\S]*\r\nconnection: close\r\n/)
+      held.resolve()
+      expect((await within(2_000, report, 'the report')).requests.refused).toBe(1)
+    })
   })
 
   it('serves the last request on an open connection with Connection: close (lateRequests: serve)', async () => {
