@@ -21,14 +21,19 @@ export interface AdapterOptions extends ShutdownOptions {
 
 /** Resolved health paths, or `undefined` when probes are off. */
 export interface HealthPaths {
+  /** Path of the readiness probe: 200 while serving, 503 from the signal on. */
   readonly readyPath: string
+  /** Path of the liveness probe: 200 until the process exits. */
   readonly livePath: string
 }
 
 /** An answer an adapter writes raw. */
 export interface RawAnswer {
+  /** HTTP status code. */
   readonly status: number
+  /** Response headers, lower-case names. */
   readonly headers: Readonly<Record<string, string>>
+  /** The whole body (its length is in `content-length`). */
   readonly body: string
 }
 

@@ -5,11 +5,15 @@ export type Hook = (signal: AbortSignal) => unknown
 
 /** What happened to one hook, as listed in the report. */
 export interface HookOutcome {
+  /** The label the hook was registered with. */
   readonly label: string
   /** `'drain'`: started when draining began. `'close'`: ran after the drain, newest first. */
   readonly phase: 'drain' | 'close'
+  /** True when the hook settled without throwing or rejecting, within its timeout. */
   readonly ok: boolean
+  /** True when its timeout passed first (its signal was aborted then; `ok` is false). */
   readonly timedOut: boolean
+  /** Milliseconds from its start to its end (or to its timeout). */
   readonly durationMs: number
   /** What the hook threw or rejected with, stack intact; absent when it succeeded. */
   readonly error?: unknown

@@ -3,8 +3,11 @@
  * loggers and `console` all work. Convention: pino's — structured fields first, then the message.
  */
 export interface Logger {
+  /** The steps of a shutdown (started, stopping, closed) and a server attached on its first request. */
   info(fields: Record<string, unknown>, message: string): void
+  /** What the app should know: the deadline forcing requests, a second signal, `drainDelayMs` 0 in Kubernetes. */
   warn(fields: Record<string, unknown>, message: string): void
+  /** A failed hook or task, or an event listener that threw (`fields.err`); a third signal. */
   error(fields: Record<string, unknown>, message: string): void
   /** Called, when present, before the watchdog exits the process (pino's `flush`). */
   flush?(): void

@@ -7,8 +7,11 @@ export type LateRequestPolicy = 'serve' | 'refuse'
 
 /** Timers and a clock; tests pass fakes. Handles returned by `setTimeout` are opaque. */
 export interface Clock {
+  /** The time in milliseconds; only differences between two readings are used. Default `Date.now()`. */
   now(): number
+  /** Calls `callback` once after `ms` milliseconds; returns a handle for `clearTimeout`. */
   setTimeout(callback: () => void, ms: number): unknown
+  /** Cancels a timer from `setTimeout`; unknown or spent handles are ignored. */
   clearTimeout(handle: unknown): void
 }
 

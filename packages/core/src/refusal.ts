@@ -3,8 +3,11 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 
 /** The one 503 every adapter writes, byte for byte: status, headers (lower-case names) and body. */
 export interface Refusal {
+  /** Always 503 Service Unavailable. */
   readonly status: 503
+  /** `content-type`, `content-length`, `retry-after`, and on HTTP/1 `connection: close`. */
   readonly headers: Readonly<Record<string, string>>
+  /** A JSON body in Fastify's error shape. */
   readonly body: string
 }
 

@@ -21,6 +21,7 @@ export interface ShutdownReport {
   readonly graceful: boolean
   /** Milliseconds from the start of the shutdown to the end of the last hook. */
   readonly durationMs: number
+  /** Requests counted by the gate (admitted by an adapter, or `enter()`ed). */
   readonly requests: {
     /**
      * Requests released after the shutdown began (in flight at the signal, or late ones served) and
@@ -32,6 +33,7 @@ export interface ShutdownReport {
     /** Requests still in flight at the deadline. */
     readonly forced: number
   }
+  /** Tasks given to `track()`: settled after the shutdown began, rejected, or still running at the deadline. */
   readonly tasks: { readonly completed: number; readonly failed: number; readonly aborted: number }
   /** Sockets and HTTP/2 sessions destroyed at the deadline. */
   readonly connectionsDestroyed: number
@@ -43,7 +45,9 @@ export interface ShutdownReport {
 
 /** Events of a Shutdown; listeners are called synchronously and must not throw. */
 export interface ShutdownEvents {
+  /** On every step: serving → draining → stopping → closing → closed. */
   statechange: (state: ShutdownState, previous: ShutdownState) => void
+  /** Once, with the report, after the last hook (before the process exits, when it exits). */
   closed: (report: ShutdownReport) => void
 }
 
@@ -116,6 +120,7 @@ export interface Shutdown {
   close(reason?: string, options?: CloseOptions): Promise<ShutdownReport>
   /** Makes the deadline now (starting the shutdown if needed); close hooks get `forcedHookTimeoutMs`. */
   force(reason?: string): Promise<ShutdownReport>
+  /** `await using shutdown = createShutdown(…)`: closes it (as `close()`) when the scope ends. */
   [Symbol.asyncDispose](): Promise<void>
 }
 
