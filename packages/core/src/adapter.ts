@@ -1,5 +1,6 @@
 import {
   CORE_PACKAGE,
+  closedShutdownOption,
   invalidArgument,
   invalidOptionRange,
   invalidOptionType,
@@ -70,6 +71,8 @@ export function resolveAdapterOptions(
   if (given !== undefined) {
     if (!isShutdown(given))
       throw invalidOptionType('shutdown', 'a Shutdown from createShutdown()', given, adapter)
+    if (given.state === 'closing' || given.state === 'closed')
+      throw closedShutdownOption(given.state, adapter)
     // A key present but undefined means "not set", as everywhere else (`??` defaults).
     const extra = Object.keys(core).find(
       (key) =>

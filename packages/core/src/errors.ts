@@ -99,6 +99,26 @@ export function describe(value: unknown): string {
   return name && name !== 'Object' ? `an instance of ${name}` : 'an object'
 }
 
+/** The `shutdown` option of an adapter, given a Shutdown that is closing or closed already. */
+export function closedShutdownOption(state: string, source: string): LameduckError {
+  return withCode(
+    new Error(
+      `${source}: option "shutdown" is a Shutdown that is ${state} already; it would refuse every request (create the middleware before the shutdown begins)`,
+    ),
+    'ERR_LAMEDUCK_CLOSED',
+  )
+}
+
+/** A key of a method's options object that the method does not read, usually a typo. */
+export function unknownArgumentKey(method: string, key: string, known: readonly string[]): LameduckError {
+  const guess = closest(key, known)
+  const hint = guess === undefined ? `known: ${known.join(', ')}` : `did you mean "${guess}"?`
+  return withCode(
+    new TypeError(`${CORE_PACKAGE}: ${method}() argument "options" has an unknown key "${key}"; ${hint}`),
+    'ERR_LAMEDUCK_INVALID_ARGUMENT',
+  )
+}
+
 function closest(name: string, known: readonly string[]): string | undefined {
   let best: string | undefined
   let bestScore = Number.POSITIVE_INFINITY

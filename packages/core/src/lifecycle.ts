@@ -46,3 +46,8 @@ export function whenSettled(result: unknown, callback: () => void): void {
     ;(result as PromiseLike<unknown>).then(callback, callback)
   } else callback()
 }
+
+/** True when `value` is a promise or any other thenable (an object or function with a `then` method). */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function'
+}

@@ -1,3 +1,4 @@
+import { isThenable } from './lifecycle.js'
 /**
  * What the core logs through. Methods are called as methods (`logger.info(...)`), so pino, its child
  * loggers and `console` all work. Convention: pino's — structured fields first, then the message.
@@ -35,7 +36,9 @@ export function safeLogger(
 ): Required<Pick<Logger, 'info' | 'warn' | 'error'>> & { flush(): void } {
   const call = (level: 'info' | 'warn' | 'error') => (fields: Record<string, unknown>, message: string) => {
     try {
-      logger[level](fields, message)
+      const result: unknown = logger[level](fields, message)
+      // Nor one whose methods are async and reject: an unhandled rejection would end the process.
+      if (isThenable(result)) Promise.resolve(result).catch(() => {})
     } catch {
       // A logger that throws must not turn a graceful shutdown into a crash.
     }

@@ -128,12 +128,23 @@ export function resolveOptions(
     if (key !== 'graceful' && key !== 'failed')
       throw unknownOption(`exitCodes.${key}`, ['exitCodes.graceful', 'exitCodes.failed'], source)
   }
+  const idleGraceMs = milliseconds('idleGraceMs', options.idleGraceMs, 50, source)
+  if (options.idleGraceMs !== undefined && idleGraceMs >= timeoutMs - drainDelayMs) {
+    // Idle connections could then be closed only at the deadline: every shutdown would be forced.
+    // (Only when set: the default must not reject a short timeoutMs the user chose.)
+    throw invalidOptionRange(
+      'idleGraceMs',
+      `below "timeoutMs" minus "drainDelayMs" (${timeoutMs - drainDelayMs}), the time left to close idle connections in`,
+      idleGraceMs,
+      source,
+    )
+  }
   return {
     timeoutMs,
     drainDelayMs,
     hookTimeoutMs: milliseconds('hookTimeoutMs', options.hookTimeoutMs, 5_000, source),
     forcedHookTimeoutMs: milliseconds('forcedHookTimeoutMs', options.forcedHookTimeoutMs, 1_000, source),
-    idleGraceMs: milliseconds('idleGraceMs', options.idleGraceMs, 50, source),
+    idleGraceMs,
     lateRequests: oneOf('lateRequests', options.lateRequests, ['serve', 'refuse'] as const, 'serve', source),
     signals: signalList(options.signals, source),
     exit: exitOption(options.exit, source),
@@ -159,6 +170,9 @@ export function resolveOptions(
  * A duration option: a finite number of milliseconds >= 0 (at most 2^31 - 1, what a Node timer
  * holds), `fallback` when undefined; errors name `source` (default `@lameduck/core`).
  */
+/** The longest delay Node's timers take (2^31 - 1 ms); a longer one fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647
+
 export function milliseconds(
   name: string,
   value: unknown,
@@ -168,7 +182,7 @@ export function milliseconds(
   if (value === undefined) return fallback
   const expected = 'a finite number of milliseconds >= 0'
   if (typeof value !== 'number') throw invalidOptionType(name, expected, value, source)
-  if (!Number.isFinite(value) || value < 0 || value > 2_147_483_647)
+  if (!Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS)
     throw invalidOptionRange(name, expected, value, source)
   return value
 }
@@ -218,18 +232,29 @@ function signalList(value: unknown, source: string): readonly NodeJS.Signals[] {
   if (value === false) return []
   const expected = 'an array of signal names such as ["SIGTERM", "SIGINT"], or false'
   if (!Array.isArray(value)) throw invalidOptionType('signals', expected, value, source)
-  for (const signal of value) {
-    if (typeof signal !== 'string') throw invalidOptionType('signals', expected, signal, source)
+  const byNumber = new Map<number, NodeJS.Signals>()
+  for (const [index, signal] of (value as unknown[]).entries()) {
+    if (typeof signal !== 'string')
+      throw invalidOptionType(`signals[${index}]`, 'a signal name', signal, source)
     if (!CATCHABLE.includes(signal)) {
       throw invalidOptionRange(
-        'signals',
-        'signal names a process can catch (not SIGKILL or SIGSTOP)',
+        `signals[${index}]`,
+        'a signal name a process can catch (not SIGKILL or SIGSTOP)',
         signal,
         source,
       )
     }
+    // Two names of one signal (SIGIO and SIGPOLL, SIGABRT and SIGIOT) are one signal: kept once, or
+    // a single kill would arrive under both names and count as a second signal.
+    const number = signalNumber(signal)
+    if (!byNumber.has(number)) byNumber.set(number, signal as NodeJS.Signals)
   }
-  return [...new Set(value as NodeJS.Signals[])]
+  return [...byNumber.values()]
+}
+
+/** The number of a signal name (aliases share one), or -1 for a name this platform does not have. */
+export function signalNumber(name: string): number {
+  return (constants.signals as Record<string, number | undefined>)[name] ?? -1
 }
 
 function exitOption(value: unknown, source: string): boolean | ((code: number) => void) {

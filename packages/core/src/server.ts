@@ -309,7 +309,7 @@ export function createServerTracker(options: {
   function connectionOf(req: AnyRequest): Connection | undefined {
     return req.httpVersionMajor >= 2
       ? undefined
-      : ((req as IncomingMessage).socket as TrackedSocket)[CONNECTION]
+      : ((req as IncomingMessage).socket as TrackedSocket | undefined)?.[CONNECTION]
   }
 
   function markLast(connection: Connection, response: ServerResponse): void {

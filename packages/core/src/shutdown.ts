@@ -1,8 +1,11 @@
-import { closedError, invalidArgument } from './errors.js'
+import { IncomingMessage } from 'node:http'
+import { Http2ServerRequest } from 'node:http2'
+import { Server as NetServer } from 'node:net'
+import { closedError, invalidArgument, unknownArgumentKey } from './errors.js'
 import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
-import { onResponseClosed } from './lifecycle.js'
+import { isThenable, onResponseClosed } from './lifecycle.js'
 import { safeLogger } from './logger.js'
-import { milliseconds, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
+import { MAX_TIMER_MS, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
 import { type AnyRequest, type AnyResponse, buildRefusal, type Refusal } from './refusal.js'
 import { type AttachableServer, createServerTracker, type ResponseWatcher } from './server.js'
 import { onSignals } from './signals.js'
@@ -160,6 +163,8 @@ class Admission implements ResponseWatcher {
     private readonly leave: () => void,
     private readonly response?: object,
     private readonly kept?: WeakMap<object, Admission>,
+    /** Told what a `whenResponseCloses` callback threw: logged, never thrown into Node's 'close'. */
+    private readonly onTellError?: (error: unknown) => void,
   ) {}
   closed(): void {
     this.responseClosed = true
@@ -167,6 +172,8 @@ class Admission implements ResponseWatcher {
     this.tell = undefined
     try {
       tell?.()
+    } catch (error) {
+      this.onTellError?.(error)
     } finally {
       this.drop()
       if (this.holds > 0 && this.response !== undefined) this.kept?.set(this.response, this)
@@ -175,7 +182,13 @@ class Admission implements ResponseWatcher {
   /** Calls `told` once the response has closed (soon, if it has already). */
   whenResponseCloses(told: () => void): void {
     if (this.responseClosed) {
-      queueMicrotask(told)
+      queueMicrotask(() => {
+        try {
+          told()
+        } catch (error) {
+          this.onTellError?.(error)
+        }
+      })
       return
     }
     const before = this.tell
@@ -299,7 +312,13 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   function emit<E extends keyof ShutdownEvents>(event: E, ...args: Parameters<ShutdownEvents[E]>): void {
     for (const listener of listeners[event]) {
       try {
-        ;(listener as (...values: Parameters<ShutdownEvents[E]>) => void)(...args)
+        const result: unknown = (listener as (...values: Parameters<ShutdownEvents[E]>) => unknown)(...args)
+        // An async listener's rejection is logged too, not left to crash the process mid-shutdown.
+        if (isThenable(result)) {
+          Promise.resolve(result).catch((error: unknown) => {
+            log.error({ err: error }, `a ${event} listener rejected`)
+          })
+        }
       } catch (error) {
         log.error({ err: error }, `a ${event} listener threw`)
       }
@@ -377,6 +396,14 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
+    if (req !== undefined && !(req instanceof IncomingMessage || req instanceof Http2ServerRequest)) {
+      throw invalidArgument(
+        'enter',
+        'req',
+        "a Node request (a 'request' listener's first argument) or undefined",
+        req,
+      )
+    }
     if (req !== undefined) discover(req, res)
     if (!pass(req)) return undefined
     return new Admission(leave).release()
@@ -394,7 +421,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       if (admissionOf(req, res) !== undefined) return true
     }
     if (!pass(req)) return false
-    const admission = new Admission(leave, res, kept)
+    const admission = new Admission(leave, res, kept, tellFailed)
     // HTTP/2 streams, and responses the tracker does not hold: watched and kept here.
     if (!tracker.watch(req, res, admission)) {
       kept.set(res, admission)
@@ -409,7 +436,14 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     return watcher === undefined ? kept.get(res) : ((watcher ?? undefined) as Admission | undefined)
   }
 
+  function tellFailed(error: unknown): void {
+    log.error({ err: error }, 'a hold() whenResponseCloses callback threw')
+  }
+
   function hold(req: AnyRequest, res: AnyResponse, whenResponseCloses?: () => void): Release {
+    if (whenResponseCloses !== undefined && typeof whenResponseCloses !== 'function') {
+      throw invalidArgument('hold', 'whenResponseCloses', 'a function or undefined', whenResponseCloses)
+    }
     const admission = admissionOf(req, res)
     if (admission === undefined || admission.holds === 0) return noop
     admission.holds++
@@ -427,8 +461,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       } catch (error) {
         promise = Promise.reject(error)
       }
-    } else if (task !== null && typeof (task as Promise<T> | undefined)?.then === 'function') {
-      promise = task
+    } else if (isThenable(task)) {
+      // A thenable that is not a native promise (no finally()) is adopted by one.
+      promise = task instanceof Promise ? task : Promise.resolve(task)
     } else {
       throw invalidArgument('track', 'task', 'a promise or a function (signal) => promise', task)
     }
@@ -462,7 +497,8 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     if (hookOptions !== undefined && (hookOptions === null || typeof hookOptions !== 'object')) {
       throw invalidArgument(method, 'options', 'an object { timeoutMs? }', hookOptions)
     }
-    const timeoutMs = milliseconds(`${method}.timeoutMs`, hookOptions?.timeoutMs, opts.hookTimeoutMs)
+    if (hookOptions !== undefined) checkKeys(method, hookOptions, ['timeoutMs'])
+    const timeoutMs = argumentMs(method, 'timeoutMs', hookOptions?.timeoutMs, opts.hookTimeoutMs)
     if (method === 'onDrain' ? state !== 'serving' : atLeast('closing')) throw closedError(method, state)
     list.push({ label, run: hook, timeoutMs })
   }
@@ -473,18 +509,43 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     if (closeOptions === null || typeof closeOptions !== 'object') {
       throw invalidArgument('close', 'options', 'an object { drainDelayMs? }', closeOptions)
     }
-    const delayMs = milliseconds('close.drainDelayMs', closeOptions.drainDelayMs, opts.drainDelayMs)
+    checkKeys('close', closeOptions, ['drainDelayMs'])
+    const delayMs = argumentMs('close', 'drainDelayMs', closeOptions.drainDelayMs, opts.drainDelayMs)
+    if (delayMs > 0 && delayMs >= opts.timeoutMs) {
+      throw invalidArgument(
+        'close',
+        'options.drainDelayMs',
+        `below "timeoutMs" (${opts.timeoutMs}), since the delay counts inside it`,
+        delayMs,
+      )
+    }
     // `running` is set before run() starts: its first steps (the 'statechange' listeners, the drain
     // hooks) may call close() again, and must join this run rather than start a second one.
     let start!: (report: Promise<ShutdownReport>) => void
     running = new Promise<ShutdownReport>((resolve) => {
       start = resolve
     })
-    start(run(reason, Math.min(delayMs, opts.timeoutMs)))
+    start(run(reason, delayMs))
     return running
   }
 
+  /** A duration in a method's options object: what `milliseconds()` checks, reported as an argument. */
+  function argumentMs(method: string, name: string, value: unknown, fallback: number): number {
+    if (value === undefined) return fallback
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
+      throw invalidArgument(method, `options.${name}`, 'a finite number of milliseconds >= 0', value)
+    }
+    return value
+  }
+
+  /** Rejects a key of a method's options object that the method does not know (a typo). */
+  function checkKeys(method: string, given: object, known: readonly string[]): void {
+    for (const key of Object.keys(given))
+      if (!known.includes(key)) throw unknownArgumentKey(method, key, known)
+  }
+
   function force(reason = 'force()'): Promise<ShutdownReport> {
+    if (typeof reason !== 'string') throw invalidArgument('force', 'reason', 'a string', reason)
     const report = close(reason)
     forcedByUser = true
     markForced()
@@ -632,13 +693,15 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     },
     signal: wrapUp.signal,
     attach(server) {
-      if (
-        server === null ||
-        typeof server !== 'object' ||
-        typeof server.listen !== 'function' ||
-        typeof server.prependListener !== 'function'
-      ) {
-        throw invalidArgument('attach', 'server', 'an http, https or http2 server', server)
+      // A net.Server: http, https and http2 servers all are. Not an app (Express's, Koa's: pass what
+      // listen() returned) nor a Fastify instance (app.server).
+      if (!(server instanceof NetServer)) {
+        throw invalidArgument(
+          'attach',
+          'server',
+          'an http, https or http2 server (what listen() returns)',
+          server,
+        )
       }
       if (atLeast('closing') && !tracker.has(server)) throw closedError('attach', state)
       tracker.attach(server)

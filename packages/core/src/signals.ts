@@ -1,3 +1,6 @@
+import { isThenable } from './lifecycle.js'
+import { signalNumber } from './options.js'
+
 /**
  * The process-wide signal coordinator — the only file that touches `process`. Several Shutdowns, or
  * two copies of this package (ESM and CJS, two versions), share one coordinator stored on
@@ -55,7 +58,7 @@ function createCoordinator(): SignalCoordinator {
   const members = new Set<SignalMember>()
   const handlers = new Map<string, () => void>()
   let signalCount = 0
-  let previous: { signal: string; at: number } | undefined
+  let previous: { number: number; at: number } | undefined
 
   function sync(): void {
     const wanted = new Set([...members].flatMap((member) => member.signals))
@@ -87,10 +90,15 @@ function createCoordinator(): SignalCoordinator {
 
   function onSignal(signal: string): void {
     const now = Date.now()
-    if (previous && previous.signal === signal && now - previous.at < DUPLICATE_WINDOW_MS) return
-    previous = { signal, at: now }
+    // By number: one kill of a signal two members listen for under two names (SIGIO and SIGPOLL)
+    // arrives under both, and is one signal.
+    const number = signalNumber(signal)
+    if (previous && previous.number === number && now - previous.at < DUPLICATE_WINDOW_MS) return
+    previous = { number, at: now }
     signalCount++
-    const targets = [...members].filter((member) => member.signals.includes(signal))
+    const targets = [...members].filter((member) =>
+      member.signals.some((name) => signalNumber(name) === number),
+    )
     if (signalCount === 1 && targets.length === 0) {
       // Nobody to close (all closed already): behave as if we had never listened.
       for (const [name, handler] of handlers) process.off(name, handler)
@@ -115,7 +123,7 @@ function createCoordinator(): SignalCoordinator {
     const code = Math.max(0, ...codes)
     const custom = targets.find((member) => typeof member.exit === 'function')
     if (custom) {
-      ;(custom.exit as (code: number) => void)(code)
+      callExit(custom, code)
       return
     }
     const exiting = targets.filter((member) => member.exit === true)
@@ -181,8 +189,26 @@ function createCoordinator(): SignalCoordinator {
 
   function exitNow(targets: SignalMember[], code: number): void {
     const custom = targets.find((member) => typeof member.exit === 'function')
-    if (custom) (custom.exit as (code: number) => void)(code)
+    if (custom) callExit(custom, code)
     else process.exit(code)
+  }
+
+  /**
+   * The app's own `exit(code)`: one that throws or rejects is logged, and the process ends with the
+   * code as Node would on an empty event loop, `process.exitCode` set to `code` unless the app set one.
+   */
+  function callExit(member: SignalMember, code: number): void {
+    const failed = (error: unknown) => {
+      member.log.error({ err: error, code }, `the exit option's function failed; exit code ${code}`)
+      const current = Number(process.exitCode ?? 0)
+      if (current === 0 || !Number.isFinite(current)) process.exitCode = code
+    }
+    try {
+      const result: unknown = (member.exit as (code: number) => unknown)(code)
+      if (isThenable(result)) Promise.resolve(result).catch(failed)
+    } catch (error) {
+      failed(error)
+    }
   }
 
   return {

@@ -275,6 +275,40 @@ describe('hold(): counted past the response', () => {
     expect(shutdown.inFlight).toBe(0)
   })
 
+  it.each([
+    ['as the response closes', false],
+    ['given after the response closed', true],
+  ])(
+    'logs a whenResponseCloses callback that throws (%s), never throwing into Node, and still releases',
+    async (_, late) => {
+      const errors: string[] = []
+      const logger = {
+        info() {},
+        warn() {},
+        error: (_fields: object, message: string) => errors.push(message),
+      }
+      const { shutdown, port, next } = await start({ logger })
+      const raw = await rawConnect(port)
+      raw.write(rawRequest('GET', '/told'))
+      const { req, res } = await next()
+      const fail = () => {
+        throw new Error('callback failed')
+      }
+      // Held either way, so the request is still counted when the late callback is given.
+      const release = late ? shutdown.hold(req, res) : shutdown.hold(req, res, fail)
+      const closed = nextEvent(res, 'close')
+      raw.socket.destroy()
+      await within(2_000, closed, 'the aborted response to close')
+      const lateRelease = late ? shutdown.hold(req, res, fail) : undefined
+      await until(() => errors.length > 0, 2_000, 'the error to be logged')
+      expect(errors).toEqual(['a hold() whenResponseCloses callback threw'])
+      expect(shutdown.inFlight).toBe(1)
+      release()
+      lateRelease?.()
+      expect(shutdown.inFlight).toBe(0)
+    },
+  )
+
   it('is a no-op for a request that was never admitted or is already released', async () => {
     const { shutdown, port, next } = await start()
     const raw = await rawConnect(port)

@@ -205,7 +205,7 @@ describe('keep-alive connections through a shutdown', () => {
         signals: false,
         logger: false,
         timeoutMs: 5_000,
-        idleGraceMs: 5_000,
+        idleGraceMs: 4_000,
         clock,
         ...options,
       })
@@ -265,7 +265,7 @@ describe('keep-alive connections through a shutdown', () => {
     )
 
     it('also after a 100 Continue sent before stopping began', async () => {
-      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 5_000 })
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 4_000 })
       const answer = deferred()
       const { port } = await startServer(shutdown, async (res) => {
         await answer.promise
@@ -339,7 +339,7 @@ describe('keep-alive connections through a shutdown', () => {
         signals: false,
         logger: false,
         timeoutMs: 5_000,
-        idleGraceMs: 5_000,
+        idleGraceMs: 4_000,
         lateRequests: 'refuse',
       })
       // Never attached: Node answers `Expect: 100-continue` itself before the gate sees the request.
@@ -363,7 +363,9 @@ describe('keep-alive connections through a shutdown', () => {
       for (let i = 1; i < chunks; i++) raw.write(chunk)
       const { data, error } = await within(3_000, raw.closed, 'the refused connection to close')
       expect(error).toBeUndefined()
-      expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 503 [\s\S]*\r\nconnection: close\r\n/)
+      expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(
+        /^HTTP\/1\.1 503 [\s\S]*\r\nconnection: close\r\n/,
+      )
       held.resolve()
       expect((await within(2_000, report, 'the report')).requests.refused).toBe(1)
     })

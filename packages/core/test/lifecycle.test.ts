@@ -160,6 +160,26 @@ describe('the shutdown lifecycle', () => {
     expect(lines).toContainEqual(['error', 'task "boom" failed'])
   })
 
+  it('tracks a thenable that is not a native promise (no finally()) like a promise', async () => {
+    const { clock, shutdown } = setup({ timeoutMs: 1_000 })
+    let finish!: (value: string) => void
+    const thenable = {
+      // biome-ignore lint/suspicious/noThenProperty: the point of the test is a thenable of the app's own
+      then(onFulfilled: (value: string) => unknown) {
+        finish = (value) => onFulfilled(value)
+      },
+    }
+    const tracked = shutdown.track('job', thenable as unknown as Promise<string>)
+    const report = shutdown.close()
+    await clock.advance(500)
+    expect(shutdown.state).toBe('stopping')
+    finish('done')
+    expect(await tracked).toBe('done')
+    const done = await report
+    expect(done.tasks).toEqual({ completed: 1, failed: 0, aborted: 0 })
+    expect(done.graceful).toBe(true)
+  })
+
   it('forces at the deadline: aborts tasks, counts stuck requests, still runs close hooks, exit code 1', async () => {
     const { clock, shutdown } = setup({ timeoutMs: 1_000 })
     shutdown.enter()

@@ -1,5 +1,7 @@
+import { EventEmitter } from 'node:events'
 import http from 'node:http'
-import { afterEach, describe, expect, it } from 'vitest'
+import { until } from '@lameduck/test-utils'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createShutdown, resolveAdapterOptions, type Shutdown, type ShutdownState } from '../src/index.js'
 
 /** One bad input and the error it must produce, text exact. */
@@ -81,6 +83,12 @@ const ROWS: Row[] = [
     message: `${P}option "drainDelayMs" must be below "timeoutMs" (5000), since the delay counts inside it; received 5000 (number).`,
   },
   {
+    what: 'idleGraceMs at timeoutMs minus drainDelayMs',
+    options: { timeoutMs: 1_000, drainDelayMs: 500, idleGraceMs: 500 },
+    kind: 'RangeError',
+    message: `${P}option "idleGraceMs" must be below "timeoutMs" minus "drainDelayMs" (500), the time left to close idle connections in; received 500 (number).`,
+  },
+  {
     what: 'drainDelayMs above the default timeoutMs',
     options: { drainDelayMs: 30_000 },
     kind: 'RangeError',
@@ -132,25 +140,25 @@ const ROWS: Row[] = [
     what: 'signals = [15]',
     options: { signals: [15] },
     kind: 'TypeError',
-    message: `${P}option "signals" must be ${SIGNALS}; received 15 (number).`,
+    message: `${P}option "signals[0]" must be a signal name; received 15 (number).`,
   },
   {
     what: 'signals = ["SIGKILL"]',
     options: { signals: ['SIGKILL'] },
     kind: 'RangeError',
-    message: `${P}option "signals" must be signal names a process can catch (not SIGKILL or SIGSTOP); received "SIGKILL" (string).`,
+    message: `${P}option "signals[0]" must be a signal name a process can catch (not SIGKILL or SIGSTOP); received "SIGKILL" (string).`,
   },
   {
     what: 'signals = ["SIGTERM", "SIGSTOP"]',
     options: { signals: ['SIGTERM', 'SIGSTOP'] },
     kind: 'RangeError',
-    message: `${P}option "signals" must be signal names a process can catch (not SIGKILL or SIGSTOP); received "SIGSTOP" (string).`,
+    message: `${P}option "signals[1]" must be a signal name a process can catch (not SIGKILL or SIGSTOP); received "SIGSTOP" (string).`,
   },
   {
     what: 'signals = ["sigterm"] (not a signal name)',
     options: { signals: ['sigterm'] },
     kind: 'RangeError',
-    message: `${P}option "signals" must be signal names a process can catch (not SIGKILL or SIGSTOP); received "sigterm" (string).`,
+    message: `${P}option "signals[0]" must be a signal name a process can catch (not SIGKILL or SIGSTOP); received "sigterm" (string).`,
   },
   {
     what: 'exit = "yes"',
@@ -522,8 +530,9 @@ describe('createShutdown() rejects bad options at creation, with exact messages'
 })
 
 describe('resolveAdapterOptions() (every adapter) rejects bad options the same way', () => {
+  // Serving through every test of this block (a closed one is rejected), closed after it.
   const existing = createShutdown({ signals: false, logger: false })
-  made.push(existing)
+  afterAll(() => existing.close('cleanup'))
   table(adapterRows(existing), (options) => resolveAdapterOptions(options as never))
 
   describe('naming the adapter the user called, every row and every core option', () => {
@@ -622,23 +631,51 @@ describe('method arguments are checked when called', () => {
     [
       'onClose timeoutMs -1',
       (s) => s.onClose('db', noop, { timeoutMs: -1 }),
-      'RangeError',
-      'ERR_LAMEDUCK_INVALID_OPTION',
-      `${P}option "onClose.timeoutMs" must be ${MS}; received -1 (number).`,
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "options.timeoutMs" must be ${MS}; received -1 (number).`,
     ],
     [
       'onDrain timeoutMs NaN',
       (s) => s.onDrain('db', noop, { timeoutMs: Number.NaN }),
-      'RangeError',
-      'ERR_LAMEDUCK_INVALID_OPTION',
-      `${P}option "onDrain.timeoutMs" must be ${MS}; received NaN (number).`,
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onDrain() argument "options.timeoutMs" must be ${MS}; received NaN (number).`,
     ],
     [
       'onClose timeoutMs "5s"',
       (s) => s.onClose('db', noop, { timeoutMs: '5s' as never }),
       'TypeError',
-      'ERR_LAMEDUCK_INVALID_OPTION',
-      `${P}option "onClose.timeoutMs" must be ${MS}; received "5s" (string).`,
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "options.timeoutMs" must be ${MS}; received "5s" (string).`,
+    ],
+    [
+      'onClose(label, fn, { timeoutMS }) (a typo)',
+      (s) => s.onClose('db', noop, { timeoutMS: 50 } as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}onClose() argument "options" has an unknown key "timeoutMS"; did you mean "timeoutMs"?`,
+    ],
+    [
+      'hold(req, res, "x")',
+      (s) => s.hold({} as never, {} as never, 'x' as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}hold() argument "whenResponseCloses" must be a function or undefined; received "x" (string).`,
+    ],
+    [
+      'enter({ method, url }) (not a Node request)',
+      (s) => s.enter({ method: 'GET', url: '/' } as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}enter() argument "req" must be a Node request (a 'request' listener's first argument) or undefined; received an object.`,
+    ],
+    [
+      'force(5)',
+      (s) => s.force(5 as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}force() argument "reason" must be a string; received 5 (number).`,
     ],
     [
       'track(label, 5)',
@@ -664,9 +701,23 @@ describe('method arguments are checked when called', () => {
     [
       'close(reason, { drainDelayMs: -1 })',
       (s) => s.close('x', { drainDelayMs: -1 }),
-      'RangeError',
-      'ERR_LAMEDUCK_INVALID_OPTION',
-      `${P}option "close.drainDelayMs" must be ${MS}; received -1 (number).`,
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "options.drainDelayMs" must be ${MS}; received -1 (number).`,
+    ],
+    [
+      'close(reason, { drainDelayMs }) at or over timeoutMs',
+      (s) => s.close('x', { drainDelayMs: 20_000 }),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "options.drainDelayMs" must be below "timeoutMs" (20000), since the delay counts inside it; received 20000 (number).`,
+    ],
+    [
+      'close(reason, { drainDelayMS }) (a typo)',
+      (s) => s.close('x', { drainDelayMS: 0 } as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}close() argument "options" has an unknown key "drainDelayMS"; did you mean "drainDelayMs"?`,
     ],
     [
       'close(reason, null)',
@@ -709,14 +760,21 @@ describe('method arguments are checked when called', () => {
       (s) => s.attach({} as never),
       'TypeError',
       'ERR_LAMEDUCK_INVALID_ARGUMENT',
-      `${P}attach() argument "server" must be an http, https or http2 server; received an object.`,
+      `${P}attach() argument "server" must be an http, https or http2 server (what listen() returns); received an object.`,
+    ],
+    [
+      'attach(a Koa-like app with listen and prependListener)',
+      (s) => s.attach(Object.assign(new EventEmitter(), { listen() {} }) as never),
+      'TypeError',
+      'ERR_LAMEDUCK_INVALID_ARGUMENT',
+      `${P}attach() argument "server" must be an http, https or http2 server (what listen() returns); received an instance of EventEmitter.`,
     ],
     [
       'attach(null)',
       (s) => s.attach(null as never),
       'TypeError',
       'ERR_LAMEDUCK_INVALID_ARGUMENT',
-      `${P}attach() argument "server" must be an http, https or http2 server; received null.`,
+      `${P}attach() argument "server" must be an http, https or http2 server (what listen() returns); received null.`,
     ],
   ]
   for (const [what, call, kind, code, message] of cases) {
@@ -735,6 +793,29 @@ describe('method arguments are checked when called', () => {
 })
 
 describe('misuse once the shutdown has moved on gives ERR_LAMEDUCK_CLOSED, never a silent no-op', () => {
+  it.each(['closing', 'closed'] as const)(
+    'an adapter given a Shutdown that is %s already (it would refuse every request)',
+    async (state) => {
+      const given = createShutdown({ signals: false, logger: false })
+      let finish!: () => void
+      given.onClose('slow', () => new Promise<void>((resolve) => (finish = resolve)))
+      const report = given.close('test')
+      await until(() => given.state === 'closing', 2_000, 'closing')
+      if (state === 'closed') {
+        finish()
+        await report
+      }
+      const error = thrownBy(() => resolveAdapterOptions({ shutdown: given }, '@lameduck/express'))
+      expect(error).toBeInstanceOf(Error)
+      expect((error as { code?: string }).code).toBe('ERR_LAMEDUCK_CLOSED')
+      expect((error as Error).message).toBe(
+        `@lameduck/express: option "shutdown" is a Shutdown that is ${state} already; it would refuse every request (create the middleware before the shutdown begins)`,
+      )
+      finish()
+      await report
+    },
+  )
+
   it('after close(): track, onClose, onDrain and attach of a new server throw; enter() refuses', async () => {
     const shutdown = createShutdown({ signals: false, logger: false })
     const known = shutdown.attach(http.createServer())

@@ -337,7 +337,11 @@ async function runScenario(config: Setup, actions: readonly Action[]): Promise<v
         break
       case 'close': {
         if (startedAt === undefined) startedAt = time.now()
-        const options = step.drainDelayMs === undefined ? undefined : { drainDelayMs: step.drainDelayMs }
+        // A per-call delay at or over timeoutMs is rejected (options.test.ts); the property caps it.
+        const options =
+          step.drainDelayMs === undefined
+            ? undefined
+            : { drainDelayMs: Math.min(step.drainDelayMs, Math.max(0, config.timeoutMs - 1)) }
         reports.push(shutdown.close('property', options))
         break
       }

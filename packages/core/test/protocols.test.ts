@@ -354,7 +354,7 @@ describe('attach', () => {
       expect.objectContaining({
         code: 'ERR_LAMEDUCK_INVALID_ARGUMENT',
         message:
-          '@lameduck/core: attach() argument "server" must be an http, https or http2 server; received an object.',
+          '@lameduck/core: attach() argument "server" must be an http, https or http2 server (what listen() returns); received an object.',
       }),
     )
     await shutdown.close()

@@ -43,6 +43,48 @@ describe('signals and the process', () => {
     expect(app.output()).toContain('closed (SIGINT) gracefully')
   })
 
+  it('counts one kill of a signal listed under two names (SIGIO and SIGPOLL) once', async () => {
+    const app = await start({ signals: ['SIGIO', 'SIGPOLL'] })
+    const slow = request(app.port, { path: '/slow?ms=400' })
+    await app.waitForLine('received /slow')
+    app.kill('SIGIO')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.body).toBe('done /slow 0')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(app.output()).not.toContain('second signal')
+    expect(app.output()).toContain('closed (SIGIO) gracefully')
+  })
+
+  it.each(['throws', 'rejects'])(
+    'ends the process as Node would when the exit option is a function that %s, the failure logged',
+    async (how) => {
+      const app = await start({}, { FIXTURE_EXIT_THROWS: how })
+      const slow = request(app.port, { path: '/slow?ms=300' })
+      await app.waitForLine('received /slow')
+      app.kill('SIGTERM')
+      expect((await within(3_000, slow, 'the slow response')).status).toBe(200)
+      const exit = await within(3_000, app.exited, 'the process to exit')
+      expect(exit.code).toBe(0)
+      expect(app.output()).toContain('exit function called with 0')
+      expect(app.output()).toContain("the exit option's function failed; exit code 0")
+    },
+  )
+
+  it('survives an async statechange listener and an async logger that reject, serving what is in flight', async () => {
+    const app = await start({}, { FIXTURE_ASYNC_REJECTS: '1' })
+    const slow = request(app.port, { path: '/slow?ms=300' })
+    await app.waitForLine('received /slow')
+    app.kill('SIGTERM')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.body).toBe('done /slow 0')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(app.output()).toContain('hook: db closed')
+    expect(app.output()).toContain('[async logger] a statechange listener rejected')
+    expect(app.output()).toMatch(/\[async logger\] closed \(SIGTERM\) gracefully/)
+  })
+
   it('keeps a non-zero exit code the application set', async () => {
     const app = await start({}, { FIXTURE_EXIT_CODE: '3' })
     app.kill('SIGTERM')
