@@ -10,7 +10,11 @@ import { signalNumber } from './options.js'
 
 /** The registry key. Changing the shape of {@link SignalCoordinator} means a new `version`. */
 const COORDINATOR_KEY = Symbol.for('lameduck.signal-coordinator')
-/** npm and pnpm forward Ctrl-C's SIGINT to the child a second time, within milliseconds. */
+/**
+ * Signals this soon after the one before count as it, whatever their names: one request to stop
+ * often arrives twice — Ctrl-C reaches every process of the terminal's group, and a wrapper (npm,
+ * pnpm, a cluster primary) may pass it on again, as SIGINT or as SIGTERM, within milliseconds.
+ */
 const DUPLICATE_WINDOW_MS = 500
 
 type Log = {
@@ -58,7 +62,7 @@ function createCoordinator(): SignalCoordinator {
   const members = new Set<SignalMember>()
   const handlers = new Map<string, () => void>()
   let signalCount = 0
-  let previous: { number: number; at: number } | undefined
+  let previous: { signal: string; at: number } | undefined
 
   function sync(): void {
     const wanted = new Set([...members].flatMap((member) => member.signals))
@@ -90,11 +94,17 @@ function createCoordinator(): SignalCoordinator {
 
   function onSignal(signal: string): void {
     const now = Date.now()
-    // By number: one kill of a signal two members listen for under two names (SIGIO and SIGPOLL)
-    // arrives under both, and is one signal.
+    // Also one kill of a signal two members listen for under two names (SIGIO and SIGPOLL): it
+    // arrives under both at once.
+    if (previous && now - previous.at < DUPLICATE_WINDOW_MS) {
+      first()?.log.info(
+        { signal, previous: previous.signal },
+        `${signal} ${now - previous.at} ms after ${previous.signal}: taken as the same request to stop (signals within ${DUPLICATE_WINDOW_MS} ms count once)`,
+      )
+      return
+    }
+    previous = { signal, at: now }
     const number = signalNumber(signal)
-    if (previous && previous.number === number && now - previous.at < DUPLICATE_WINDOW_MS) return
-    previous = { number, at: now }
     signalCount++
     const targets = [...members].filter((member) =>
       member.signals.some((name) => signalNumber(name) === number),
@@ -131,6 +141,10 @@ function createCoordinator(): SignalCoordinator {
     // A non-zero code the application already set says more than ours.
     const current = Number(process.exitCode ?? 0)
     process.exitCode = current !== 0 && Number.isFinite(current) ? current : code
+    // An IPC channel to a parent (a cluster worker, a process PM2 or a test runner forked) keeps the
+    // event loop alive for good: without this the process would wait for the watchdog, and the
+    // parent would see a stop that always takes exitWatchdogMs.
+    process.channel?.unref()
     const graceMs = Math.max(...exiting.map((member) => member.exitWatchdogMs))
     const watchdog = setTimeout(() => {
       const ours = exiting.flatMap((member) => member.describeHandles())
@@ -216,7 +230,10 @@ function createCoordinator(): SignalCoordinator {
     register(member) {
       // Every earlier Shutdown has closed (an app that restarts its server under `exit: false`): the
       // next signal is this one's first, not a second that would force it.
-      if (members.size === 0) signalCount = 0
+      if (members.size === 0) {
+        signalCount = 0
+        previous = undefined
+      }
       members.add(member)
       sync()
       return () => {

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url'
-import { keepAliveAgent, request, startFixture, stopFixtures, within } from '@lameduck/test-utils'
+import { keepAliveAgent, request, startFixture, stopFixtures, until, within } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
 
 const server = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url))
@@ -40,6 +40,21 @@ describe('signals and the process', () => {
     const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
     expect(app.output()).not.toContain('second signal')
+    expect(app.output()).toContain('closed (SIGINT) gracefully')
+  })
+
+  it('counts SIGINT then SIGTERM within 500 ms once (Ctrl-C, then a cluster primary passing it on)', async () => {
+    const app = await start()
+    const slow = request(app.port, { path: '/slow?ms=400' })
+    await app.waitForLine('received /slow')
+    app.kill('SIGINT')
+    app.kill('SIGTERM')
+    const response = await within(3_000, slow, 'the slow response')
+    expect(response.body).toBe('done /slow 0')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(app.output()).not.toContain('second signal')
+    expect(app.output()).toMatch(/SIGTERM \d+ ms after SIGINT: taken as the same request to stop/)
     expect(app.output()).toContain('closed (SIGINT) gracefully')
   })
 
@@ -110,8 +125,18 @@ describe('signals and the process', () => {
     const app = await start({ hookTimeoutMs: 8_000, forcedHookTimeoutMs: 300 }, { FIXTURE_STUCK_HOOK: '1' })
     app.kill('SIGTERM')
     await app.waitForLine('hook: stuck started')
-    // Another signal: the same one again within 500 ms would count once.
-    const forcedAt = app.kill('SIGINT')
+    // Signals within 500 ms of the first count as it (each such one is logged): sent again, one at a
+    // time, until one counts as a second.
+    let forcedAt = app.kill('SIGINT')
+    const answered = () => app.output().split('taken as the same request to stop').length - 1
+    for (let sent = 1; !app.output().includes('second signal'); sent++) {
+      await until(
+        () => answered() >= sent || app.output().includes('second signal'),
+        2_000,
+        'the signal to be answered',
+      )
+      if (!app.output().includes('second signal')) forcedAt = app.kill('SIGINT')
+    }
     const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(1)
     expect(exit.at - forcedAt).toBeGreaterThanOrEqual(300)
@@ -126,7 +151,7 @@ describe('signals and the process', () => {
 
   it('drains a Shutdown made after every earlier one closed on its first signal, not forcing it', async () => {
     const app = await startFixture(restart)
-    // SIGINT, then SIGTERM: the same signal twice within 500 ms would count once.
+    // SIGINT, then SIGTERM soon after: to the new Shutdown, a first signal, not a duplicate of the last.
     app.kill('SIGINT')
     const restarted = await app.waitForLine(/^restarted \d+/)
     const slow = request(Number(restarted.split(' ')[1]), { path: '/slow?ms=300' })
@@ -140,6 +165,15 @@ describe('signals and the process', () => {
     expect(out).not.toContain('second signal')
     expect(out).toContain('closed (SIGINT) gracefully')
     expect(out).toMatch(/closed \(SIGTERM\) gracefully in \d+ ms: requests 1 completed/)
+  })
+
+  it('exits at once, not through the watchdog, when an IPC channel to its parent is held open (cluster workers, PM2)', async () => {
+    const app = await start({ exitWatchdogMs: 5_000 }, { FIXTURE_IPC_LISTENER: '1' })
+    const sentAt = app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(exit.at - sentAt).toBeLessThan(2_000)
+    expect(app.output()).not.toContain('did not exit within')
   })
 
   it('exits through the watchdog when the app leaves a handle open, naming what held the loop', async () => {
