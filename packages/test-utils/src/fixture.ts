@@ -1,5 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process'
-import { within } from './wait.js'
+import { until, within } from './wait.js'
 
 /** A fixture script running as a child process, its output collected. */
 export interface Fixture {
@@ -82,6 +82,35 @@ export async function startFixture(
       child.kill(signal)
       return Date.now()
     },
+  }
+}
+
+/** What lameduck logs for a signal it takes as a repeat of the one before (within 500 ms of it). */
+const REPEAT = 'taken as the same request to stop'
+
+/**
+ * Sends `signal` until the fixture counts one as a new signal, shown by `counted` in its output:
+ * lameduck takes a signal within 500 ms of the one before as a repeat, and logs each such one, so
+ * each send waits for its own answer (that line, or `counted`) before the next. Returns when the
+ * one that counted was sent.
+ */
+export async function signalUntilCounted(
+  fixture: Fixture,
+  signal: NodeJS.Signals,
+  counted: string,
+  ms = 3_000,
+): Promise<number> {
+  const deadline = Date.now() + ms
+  const repeats = () => fixture.output().split(REPEAT).length - 1
+  for (;;) {
+    const before = repeats()
+    const sentAt = fixture.kill(signal)
+    await until(
+      () => fixture.output().includes(counted) || repeats() > before,
+      Math.max(1, deadline - Date.now()),
+      `${signal} to be counted (${counted})`,
+    )
+    if (fixture.output().includes(counted)) return sentAt
   }
 }
 

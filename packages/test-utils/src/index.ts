@@ -12,7 +12,7 @@ export {
 } from './adapter-suite.js'
 export { smokeTestExample } from './example-smoke.js'
 export { createFakeClock, type FakeClock } from './fake-clock.js'
-export { type Fixture, startFixture, stopFixtures } from './fixture.js'
+export { type Fixture, signalUntilCounted, startFixture, stopFixtures } from './fixture.js'
 export {
   closeServer,
   keepAliveAgent,
