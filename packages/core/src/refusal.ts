@@ -88,6 +88,20 @@ export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal
  */
 export const refused = new WeakSet<AnyRequest>()
 
+const UPGRADE_TOKEN = /(?:^|,)\s*upgrade\s*(?:,|$)/i
+
+/**
+ * True for an HTTP/1 request asking to switch protocols (a WebSocket handshake): an `Upgrade` header
+ * and `upgrade` among the `Connection` tokens. Node emits such a request as `'request'` when the
+ * server has no `'upgrade'` listener (koa-easy-ws upgrades it from a middleware), and
+ * @fastify/websocket routes the ones it gets through Fastify's hooks.
+ */
+export function isUpgradeRequest(req: AnyRequest): boolean {
+  if (req.httpVersionMajor >= 2) return false
+  const { upgrade, connection } = req.headers
+  return upgrade !== undefined && typeof connection === 'string' && UPGRADE_TOKEN.test(connection)
+}
+
 /** True while the request may still send body bytes (`Expect: 100-continue` taken as sent). */
 export function mayHaveBody(req: AnyRequest): boolean {
   if (req.complete) return false

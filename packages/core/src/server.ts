@@ -8,6 +8,7 @@ import {
   type AnyResponse,
   continueWithheld,
   DISCARD_LIMIT_MS,
+  isUpgradeRequest,
   mayHaveBody,
   type Refusal,
   refused,
@@ -262,6 +263,12 @@ export function createServerTracker(options: {
     const connection = (socket as TrackedSocket)[CONNECTION] ?? track(socket)
     // Seen already, or over before it was seen (its connection too): nothing to wait for.
     if (connection.index === -1 || connection.pending.includes(response) || response.closed) return
+    // A WebSocket handshake the app takes over from a 'request' listener or hook: its connection is
+    // upgraded, never waited for (the app closes its WebSockets in a close hook), as from 'upgrade'.
+    if (isUpgradeRequest(req)) {
+      markUpgraded(connection)
+      return
+    }
     if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()
@@ -381,11 +388,14 @@ export function createServerTracker(options: {
     this.emit('request', req, res)
   }
 
-  function onUpgrade(_req: IncomingMessage, socket: Socket): void {
-    const connection = track(socket)
+  function markUpgraded(connection: Connection): void {
     if (!connection.upgraded) upgradedCount++
     connection.upgraded = true
     events.onConnectionsChanged()
+  }
+
+  function onUpgrade(_req: IncomingMessage, socket: Socket): void {
+    markUpgraded(track(socket))
     if (!stopping) return
     events.onRefused()
     // Behind a last response whose close waits for its upload (closeAfterBody): already ended, the

@@ -6,7 +6,7 @@ import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js
 import { isThenable, onResponseClosed } from './lifecycle.js'
 import { safeLogger } from './logger.js'
 import { MAX_TIMER_MS, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
-import { type AnyRequest, type AnyResponse, buildRefusal, type Refusal } from './refusal.js'
+import { type AnyRequest, type AnyResponse, buildRefusal, isUpgradeRequest, type Refusal } from './refusal.js'
 import { type AttachableServer, createServerTracker, type ResponseWatcher } from './server.js'
 import { onSignals } from './signals.js'
 
@@ -389,6 +389,17 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     return true
   }
 
+  /**
+   * A WebSocket handshake that reached the gate (routed through the app rather than Node's
+   * `'upgrade'` event) is not counted: the connection is the app's WebSocket from then on, closed in
+   * its close hook, and never holds the drain. While stopping it is refused, as an `'upgrade'` is.
+   */
+  function passUpgrade(): boolean {
+    if (!atLeast('stopping')) return true
+    counts.refused++
+    return false
+  }
+
   function leave(): void {
     inFlight--
     if (state !== 'serving') counts.completed++
@@ -405,6 +416,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       )
     }
     if (req !== undefined) discover(req, res)
+    if (req !== undefined && isUpgradeRequest(req)) return passUpgrade() ? noop : undefined
     if (!pass(req)) return undefined
     return new Admission(leave).release()
   }
@@ -415,10 +427,11 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     const watcher = tracker.watcherOf(req, res)
     if (watcher !== null) {
       if (watcher !== undefined) return true
-      // Not held open by the tracker: an unattached server, HTTP/2, a response already closed. Held
-      // (`null`: every HTTP/1 request its 'request' listener saw), the server is known already.
+      // Not held open by the tracker: an unattached server, HTTP/2, a response already closed, an
+      // upgrade. Held (`null`: every HTTP/1 request its 'request' listener saw), the server is known.
       discover(req, res)
       if (admissionOf(req, res) !== undefined) return true
+      if (isUpgradeRequest(req)) return passUpgrade()
     }
     if (!pass(req)) return false
     const admission = new Admission(leave, res, kept, tellFailed)

@@ -19,7 +19,7 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, type Shutdown } from '../src/index.js'
+import { createShutdown, type Shutdown, writeRefusal } from '../src/index.js'
 import { type Gate, passGate } from './helpers/app.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
@@ -324,6 +324,61 @@ describe('upgrades (WebSocket)', () => {
     expect(refusal?.headers.connection).toBe('close')
     expect(upgraded).toEqual([])
     expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
+  })
+
+  describe("taken over from a 'request' listener (no 'upgrade' listener: koa-easy-ws; @fastify/websocket's routing)", () => {
+    /** Upgrades from the request handler, as those libraries do; `Connection: upgrade` requests only. */
+    function requestUpgradeServer(shutdown: Shutdown) {
+      const upgraded: string[] = []
+      const server = http.createServer((req, res) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        if (req.headers.upgrade === undefined) return res.end(`ok ${req.url}`)
+        upgraded.push(req.url ?? '')
+        // The library writes the 101 on the socket itself; the response object never ends.
+        req.socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: upgrade\r\n\r\n')
+      })
+      shutdown.attach(server)
+      return { server, upgraded }
+    }
+
+    it('does not count it or hold the drain for it; the socket is ended after the close hooks', async () => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+      const { server, upgraded } = requestUpgradeServer(shutdown)
+      const port = await listenOn(server)
+      cleanups.push(() => closeServer(server))
+      const raw = await rawConnect(port)
+      raw.write(upgradeRequest('/ws'))
+      await raw.waitFor('101 Switching Protocols')
+      expect(upgraded).toEqual(['/ws'])
+      expect(shutdown.inFlight).toBe(0)
+      let openDuringHook = false
+      shutdown.onClose('websockets', () => {
+        openDuringHook = !raw.socket.destroyed
+      })
+      const done = await within(2_000, shutdown.close('test'), 'the drain')
+      expect(done.graceful).toBe(true)
+      expect(openDuringHook).toBe(true)
+      await within(2_000, raw.closed, 'the upgraded socket to be closed')
+    })
+
+    it('refuses one sent on a kept-alive connection while stopping, without running the handler', async () => {
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
+      const { server, upgraded } = requestUpgradeServer(shutdown)
+      const port = await listenOn(server)
+      cleanups.push(() => closeServer(server))
+      const raw = await rawConnect(port)
+      raw.write(rawRequest('GET', '/first'))
+      await raw.waitFor('ok /first')
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      raw.write(upgradeRequest('/ws'))
+      const { data } = await within(2_000, raw.closed, 'the refused connection to close')
+      const [, refusal] = parseResponses(data)
+      expect(refusal?.status).toBe(503)
+      expect(refusal?.headers.connection).toBe('close')
+      expect(upgraded).toEqual([])
+      expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
+    })
   })
 
   it('runs a once() upgrade listener added after attach once, and leaves no wrapper behind', async () => {

@@ -133,6 +133,12 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
     const handler = route.handler
     if (wrapped.has(handler)) return
     route.handler = function gracefulHandler(this: unknown, request, reply) {
+      // Called with other arguments by a plugin that takes the handler for its own use after this
+      // hook wrapped it (@fastify/websocket calls a WebSocket route's handler with (socket, request)):
+      // nothing of ours to hold.
+      if ((request as { raw?: unknown } | undefined)?.raw === undefined) {
+        return handler.call(this as never, request, reply)
+      }
       // The hold onRequest took, now the handler's; a new one (a no-op when the request was not
       // admitted or already released) if onRequest did not run for it.
       const release = takeHold(request as HeldRequest) ?? shutdown.hold(request.raw, reply.raw)

@@ -1,9 +1,18 @@
 import http2 from 'node:http2'
 import https from 'node:https'
 import tls from 'node:tls'
-import { deferred, tlsCredentials, until, within } from '@lameduck/test-utils'
+import {
+  deferred,
+  nextEvent,
+  rawConnect,
+  rawRequest,
+  tlsCredentials,
+  until,
+  within,
+} from '@lameduck/test-utils'
 import type { FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
 
 afterEach(stopFastifyApps)
@@ -112,5 +121,77 @@ describe('other servers Fastify can run', () => {
     await within(3_000, closed, 'app.close()')
     const report = await app.shutdown.close()
     expect(report).toMatchObject({ graceful: true, requests: { completed: 1 }, connectionsDestroyed: 0 })
+  })
+})
+
+describe('@fastify/websocket, registered after graceful (the documented order)', () => {
+  async function start() {
+    const { default: websocket } = await import('@fastify/websocket')
+    const messages: string[] = []
+    const started = await startFastify((app) => {
+      app.register(websocket)
+      app.register(async (scoped) => {
+        scoped.get('/ws', { websocket: true }, (socket) => {
+          socket.on('message', (data) => {
+            messages.push(String(data))
+            socket.send(`echo ${data}`)
+          })
+        })
+        scoped.get('/fast', async () => 'fast')
+      })
+      // As the README says: WebSockets are the app's to close, in a close hook (before app.close()).
+      app.shutdown.onClose('websockets', () => {
+        for (const client of app.websocketServer.clients) client.close(1001, 'server shutting down')
+      })
+    })
+    return { ...started, messages }
+  }
+
+  function connect(port: number) {
+    const client = new WebSocket(`ws://127.0.0.1:${port}/ws`)
+    const closed = new Promise<number>((resolve) => client.once('close', (code) => resolve(code)))
+    client.on('error', () => {})
+    return { client, closed, opened: nextEvent(client, 'open') }
+  }
+
+  it('serves WebSocket routes, uncounted: the drain does not wait for them, the close hook ends them (1001)', async () => {
+    const { app, port, messages } = await start()
+    const { client, closed, opened } = connect(port)
+    await within(2_000, opened, 'the WebSocket to open')
+    const echoed = nextEvent(client, 'message')
+    client.send('hi')
+    expect(String((await within(2_000, echoed, 'the echo'))[0])).toBe('echo hi')
+    expect(messages).toEqual(['hi'])
+    expect(app.shutdown.inFlight).toBe(0)
+    const startedAt = Date.now()
+    const report = await within(3_000, app.shutdown.close('test'), 'the shutdown')
+    expect(report.graceful).toBe(true)
+    expect(Date.now() - startedAt).toBeLessThan(2_000)
+    expect(await within(2_000, closed, 'the WebSocket to close')).toBe(1001)
+  })
+
+  it('refuses a WebSocket handshake on a kept-alive connection once stopping', async () => {
+    const { app, port } = await start()
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/fast'))
+    await raw.waitFor('\r\n\r\nfast')
+    // Held open by a task, so the handshake arrives while stopping.
+    const held = deferred<void>()
+    void app.shutdown.track('held', held.promise)
+    const report = app.shutdown.close('test')
+    await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(
+      rawRequest('GET', '/ws', {
+        connection: 'Upgrade',
+        upgrade: 'websocket',
+        'sec-websocket-version': '13',
+        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      }),
+    )
+    const { data } = await within(2_000, raw.closed, 'the refused connection to close')
+    expect(data).not.toContain('101 Switching Protocols')
+    expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 503 /)
+    held.resolve()
+    expect((await within(3_000, report, 'the shutdown')).requests.refused).toBe(1)
   })
 })
