@@ -10,14 +10,14 @@ import { resolveOptions, SHUTDOWN_OPTION_NAMES, type ShutdownOptions } from './o
 import { createShutdownFrom, isShutdown, type Shutdown } from './shutdown.js'
 
 /** `health: true` serves `/readyz` and `/livez`; an object picks the paths. */
-export type HealthOption = boolean | { readyPath?: string; livePath?: string }
+export type HealthOption = boolean | { readyPath?: string | undefined; livePath?: string | undefined }
 
 /** Options every adapter takes: the core options, or an existing `shutdown`, plus `health`. */
 export interface AdapterOptions extends ShutdownOptions {
   /** Use this Shutdown (one for several apps or servers) instead of creating one; core options are then not allowed. */
-  shutdown?: Shutdown
+  shutdown?: Shutdown | undefined
   /** Serve `GET`/`HEAD` readiness (200 while serving, 503 from the signal on) and liveness (always 200) probes. Default false. */
-  health?: HealthOption
+  health?: HealthOption | undefined
 }
 
 /** Resolved health paths, or `undefined` when probes are off. */

@@ -18,50 +18,67 @@ export interface Clock {
 /** Options of {@link createShutdown}. Every one is checked at creation; unknown keys are rejected. */
 export interface ShutdownOptions {
   /** Milliseconds from the first signal (or `close()`) to the hard deadline for requests and tasks; the drain delay counts inside it. Default 20000. */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** Milliseconds to keep serving, not ready, before the listener closes; lets load balancers route away. Must be below `timeoutMs`. Default 0. */
-  drainDelayMs?: number
+  drainDelayMs?: number | undefined
   /** Milliseconds each `onDrain`/`onClose` hook may take unless it sets its own. Default 5000. */
-  hookTimeoutMs?: number
+  hookTimeoutMs?: number | undefined
   /** Cap in milliseconds on each `onClose` hook once the shutdown was forced by a second signal or `force()`. Default 1000. */
-  forcedHookTimeoutMs?: number
+  forcedHookTimeoutMs?: number | undefined
   /** Milliseconds the whole server must have received no request (counted from the start of stopping at the earliest) before idle keep-alive sockets are closed, so none is closed under a client about to reuse it. Default 50. */
-  idleGraceMs?: number
+  idleGraceMs?: number | undefined
   /** `'serve'` (default): the last request on an open connection is served with `Connection: close`. `'refuse'`: it gets the 503 refusal. */
-  lateRequests?: LateRequestPolicy
+  lateRequests?: LateRequestPolicy | undefined
   /** Signals that start the shutdown; `false` installs no listener. Default `['SIGTERM', 'SIGINT']`. */
-  signals?: readonly NodeJS.Signals[] | false
+  signals?: readonly NodeJS.Signals[] | false | undefined
   /** After a signal-started shutdown: `true` (default) sets `process.exitCode` and lets the process end, with a watchdog; `false` leaves the process alone; a function is called with the exit code instead. */
-  exit?: boolean | ((code: number) => void)
+  exit?: boolean | ((code: number) => void) | undefined
   /** Exit codes: `graceful` (default 0) and `failed` (default 1: forced drain or a hook failed). A non-zero `process.exitCode` set by the app is kept. */
-  exitCodes?: { graceful?: number; failed?: number }
+  exitCodes?: { graceful?: number | undefined; failed?: number | undefined } | undefined
   /** Milliseconds after the shutdown ends before the unref'd watchdog logs what holds the event loop and calls `process.exit`. Default 1000. */
-  exitWatchdogMs?: number
+  exitWatchdogMs?: number | undefined
   /** Seconds in the refusal's `Retry-After` header. Default 5. */
-  retryAfterSeconds?: number
+  retryAfterSeconds?: number | undefined
   /** Milliseconds between progress lines while stopping; 0 turns them off. Default 1000. */
-  progressIntervalMs?: number
+  progressIntervalMs?: number | undefined
   /** `info`/`warn`/`error` called as methods with `(fields, message)` — pino's convention; `console` works too. `false` silences. Default: one line per event on stderr. */
-  logger?: Logger | false
+  logger?: Logger | false | undefined
   /** Clock and timers (tests inject fakes). Default: `Date.now`, `setTimeout`, `clearTimeout`. */
-  clock?: Clock
+  clock?: Clock | undefined
 }
 
-/** Options after validation, defaults applied. */
+/**
+ * Options after validation, every default applied (what {@link resolveOptions} returns); each member
+ * means what the {@link ShutdownOptions} member of the same name does.
+ */
 export interface ResolvedOptions {
+  /** {@link ShutdownOptions.timeoutMs}. */
   timeoutMs: number
+  /** {@link ShutdownOptions.drainDelayMs}. */
   drainDelayMs: number
+  /** {@link ShutdownOptions.hookTimeoutMs}. */
   hookTimeoutMs: number
+  /** {@link ShutdownOptions.forcedHookTimeoutMs}. */
   forcedHookTimeoutMs: number
+  /** {@link ShutdownOptions.idleGraceMs}. */
   idleGraceMs: number
+  /** {@link ShutdownOptions.lateRequests}. */
   lateRequests: LateRequestPolicy
+  /** {@link ShutdownOptions.signals}: `false` is an empty list; two names of one signal, one entry. */
   signals: readonly NodeJS.Signals[]
+  /** {@link ShutdownOptions.exit}. */
   exit: boolean | ((code: number) => void)
+  /** {@link ShutdownOptions.exitCodes}, both set. */
   exitCodes: { graceful: number; failed: number }
+  /** {@link ShutdownOptions.exitWatchdogMs}. */
   exitWatchdogMs: number
+  /** {@link ShutdownOptions.retryAfterSeconds}. */
   retryAfterSeconds: number
+  /** {@link ShutdownOptions.progressIntervalMs}. */
   progressIntervalMs: number
+  /** {@link ShutdownOptions.logger}: `false` is a silent logger. */
   logger: Logger
+  /** {@link ShutdownOptions.clock}. */
   clock: Clock
 }
 

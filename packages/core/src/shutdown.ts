@@ -57,13 +57,13 @@ export interface ShutdownEvents {
 /** Per-hook options. */
 export interface HookOptions {
   /** Milliseconds this hook may take; default `hookTimeoutMs`. */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** Options of `close()`. */
 export interface CloseOptions {
   /** Overrides `drainDelayMs` for this run (a framework already closing has no use for a delay). */
-  drainDelayMs?: number
+  drainDelayMs?: number | undefined
 }
 
 /** The shutdown coordinator of one application; see the package README for the full lifecycle. */

@@ -37,4 +37,16 @@ describe('types', () => {
     // @ts-expect-error lateRequests is 'serve' | 'refuse'
     graceful({ lateRequests: 'drop' })
   })
+
+  it('takes options that may be undefined (read from config), under exactOptionalPropertyTypes', () => {
+    const config: { timeoutMs: number | undefined; drainDelayMs: number | undefined } = {
+      timeoutMs: undefined,
+      drainDelayMs: undefined,
+    }
+    const mw = graceful({ timeoutMs: config.timeoutMs, drainDelayMs: config.drainDelayMs, health: undefined })
+    mw.shutdown.onClose('db', () => {}, { timeoutMs: config.timeoutMs })
+    expectTypeOf(mw.shutdown.close('x', { drainDelayMs: config.drainDelayMs })).toEqualTypeOf<
+      Promise<ShutdownReport>
+    >()
+  })
 })
