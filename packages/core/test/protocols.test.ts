@@ -288,62 +288,30 @@ describe('upgrades (WebSocket)', () => {
   }
   const upgradeRequest = (path: string) => rawRequest('GET', path, { upgrade: 'test', connection: 'upgrade' })
 
-  it('does not hold the drain for an upgraded socket, and ends it after the close hooks', async () => {
-    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
-    const { server } = upgradeServer(shutdown)
-    const port = await listenOn(server)
-    cleanups.push(() => closeServer(server))
-    const raw = await rawConnect(port)
-    raw.write(upgradeRequest('/ws'))
-    await raw.waitFor('101 Switching Protocols')
-    let openDuringHook = false
-    shutdown.onClose('websockets', () => {
-      openDuringHook = !raw.socket.destroyed
+  /** Upgrades from the request handler, as koa-easy-ws and @fastify/websocket's routing do. */
+  function requestUpgradeServer(shutdown: Shutdown) {
+    const upgraded: string[] = []
+    const server = http.createServer((req, res) => {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+      if (req.headers.upgrade === undefined) return res.end(`ok ${req.url}`)
+      upgraded.push(req.url ?? '')
+      // The library writes the 101 on the socket itself; the response object never ends.
+      req.socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: upgrade\r\n\r\n')
     })
-    const done = await within(2_000, shutdown.close('test'), 'the drain')
-    expect(done.graceful).toBe(true)
-    expect(openDuringHook).toBe(true)
-    const { error } = await within(2_000, raw.closed, 'the upgraded socket to be closed')
-    expect(error).toBeUndefined()
-  })
+    shutdown.attach(server)
+    return { server, upgraded }
+  }
+  const upgradeServers = [
+    ["from the server's 'upgrade' event", upgradeServer],
+    // No 'upgrade' listener: Node emits the handshake as a 'request' (koa-easy-ws).
+    ["taken over from a 'request' listener", requestUpgradeServer],
+  ] as const
 
-  it("refuses an upgrade request while stopping without running the app's upgrade listener", async () => {
-    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
-    const { server, upgraded } = upgradeServer(shutdown)
-    const port = await listenOn(server)
-    cleanups.push(() => closeServer(server))
-    const raw = await rawConnect(port)
-    raw.write(rawRequest('GET', '/first'))
-    await raw.waitFor('ok /first')
-    const report = shutdown.close('test')
-    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
-    raw.write(upgradeRequest('/ws'))
-    const { data } = await within(2_000, raw.closed, 'the refused connection to close')
-    const [, refusal] = parseResponses(data)
-    expect(refusal?.status).toBe(503)
-    expect(refusal?.headers.connection).toBe('close')
-    expect(upgraded).toEqual([])
-    expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
-  })
-
-  describe("taken over from a 'request' listener (no 'upgrade' listener: koa-easy-ws; @fastify/websocket's routing)", () => {
-    /** Upgrades from the request handler, as those libraries do; `Connection: upgrade` requests only. */
-    function requestUpgradeServer(shutdown: Shutdown) {
-      const upgraded: string[] = []
-      const server = http.createServer((req, res) => {
-        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
-        if (req.headers.upgrade === undefined) return res.end(`ok ${req.url}`)
-        upgraded.push(req.url ?? '')
-        // The library writes the 101 on the socket itself; the response object never ends.
-        req.socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: upgrade\r\n\r\n')
-      })
-      shutdown.attach(server)
-      return { server, upgraded }
-    }
-
-    it('does not count it or hold the drain for it; the socket is ended after the close hooks', async () => {
+  it.each(upgradeServers)(
+    'does not count or hold the drain for a socket upgraded %s, and ends it after the close hooks',
+    async (_, makeServer) => {
       const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
-      const { server, upgraded } = requestUpgradeServer(shutdown)
+      const { server, upgraded } = makeServer(shutdown)
       const port = await listenOn(server)
       cleanups.push(() => closeServer(server))
       const raw = await rawConnect(port)
@@ -358,12 +326,16 @@ describe('upgrades (WebSocket)', () => {
       const done = await within(2_000, shutdown.close('test'), 'the drain')
       expect(done.graceful).toBe(true)
       expect(openDuringHook).toBe(true)
-      await within(2_000, raw.closed, 'the upgraded socket to be closed')
-    })
+      const { error } = await within(2_000, raw.closed, 'the upgraded socket to be closed')
+      expect(error).toBeUndefined()
+    },
+  )
 
-    it('refuses one sent on a kept-alive connection while stopping, without running the handler', async () => {
+  it.each(upgradeServers)(
+    'refuses an upgrade request (%s) while stopping, without running the app',
+    async (_, makeServer) => {
       const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
-      const { server, upgraded } = requestUpgradeServer(shutdown)
+      const { server, upgraded } = makeServer(shutdown)
       const port = await listenOn(server)
       cleanups.push(() => closeServer(server))
       const raw = await rawConnect(port)
@@ -378,8 +350,8 @@ describe('upgrades (WebSocket)', () => {
       expect(refusal?.headers.connection).toBe('close')
       expect(upgraded).toEqual([])
       expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
-    })
-  })
+    },
+  )
 
   it('runs a once() upgrade listener added after attach once, and leaves no wrapper behind', async () => {
     const shutdown = createShutdown({ signals: false, logger: false })

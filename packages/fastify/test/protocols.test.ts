@@ -8,6 +8,7 @@ import {
   rawRequest,
   tlsCredentials,
   until,
+  websocketHandshake,
   within,
 } from '@lameduck/test-utils'
 import type { FastifyServerOptions } from 'fastify'
@@ -180,14 +181,7 @@ describe('@fastify/websocket, registered after graceful (the documented order)',
     void app.shutdown.track('held', held.promise)
     const report = app.shutdown.close('test')
     await until(() => app.shutdown.state === 'stopping', 2_000, 'stopping')
-    raw.write(
-      rawRequest('GET', '/ws', {
-        connection: 'Upgrade',
-        upgrade: 'websocket',
-        'sec-websocket-version': '13',
-        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
-      }),
-    )
+    raw.write(websocketHandshake('/ws'))
     const { data } = await within(2_000, raw.closed, 'the refused connection to close')
     expect(data).not.toContain('101 Switching Protocols')
     expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 503 /)

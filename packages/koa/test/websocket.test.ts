@@ -1,6 +1,14 @@
 import type { AddressInfo } from 'node:net'
 import { createShutdown, type Shutdown } from '@lameduck/core'
-import { closeServer, nextEvent, rawConnect, rawRequest, until, within } from '@lameduck/test-utils'
+import {
+  closeServer,
+  nextEvent,
+  rawConnect,
+  rawRequest,
+  until,
+  websocketHandshake,
+  within,
+} from '@lameduck/test-utils'
 import Koa from 'koa'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
@@ -70,14 +78,7 @@ describe('koa-easy-ws (upgrades from a middleware)', () => {
     void shutdown.track('held', new Promise<void>((resolve) => (release = resolve)))
     const report = shutdown.close('test')
     await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
-    raw.write(
-      rawRequest('GET', '/ws', {
-        connection: 'Upgrade',
-        upgrade: 'websocket',
-        'sec-websocket-version': '13',
-        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
-      }),
-    )
+    raw.write(websocketHandshake('/ws'))
     const { data } = await within(2_000, raw.closed, 'the refused connection to close')
     expect(data).not.toContain('101 Switching Protocols')
     expect(data.slice(data.lastIndexOf('HTTP/1.1 '))).toMatch(/^HTTP\/1\.1 503 /)

@@ -209,3 +209,13 @@ export function rawRequest(
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('')}\r\n${body}`
 }
+
+/** A WebSocket handshake request for `path`, as a browser or the `ws` client sends it. */
+export function websocketHandshake(path: string): string {
+  return rawRequest('GET', path, {
+    connection: 'Upgrade',
+    upgrade: 'websocket',
+    'sec-websocket-version': '13',
+    'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+  })
+}

@@ -25,6 +25,7 @@ export {
   rawConnect,
   rawRequest,
   request,
+  websocketHandshake,
 } from './http.js'
 export { tlsCredentials } from './tls.js'
 export { type Deferred, deferred, nextEvent, until, within } from './wait.js'
