@@ -55,7 +55,7 @@ export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal
   // bytes; the refusal is the same everywhere.
   for (const name of response.getHeaderNames()) response.removeHeader(name)
   response.writeHead(refusal.status, refusal.headers)
-  if (!hasUnreadBody(req)) {
+  if (!hasUnreadBody(req, res)) {
     response.end(refusal.body)
     return
   }
@@ -89,17 +89,24 @@ export function writeRefusal(req: AnyRequest, res: AnyResponse, refusal: Refusal
 export const refused = new WeakSet<AnyRequest>()
 
 const UPGRADE_TOKEN = /(?:^|,)\s*upgrade\s*(?:,|$)/i
+const WEBSOCKET_TOKEN = /(?:^|,)\s*websocket\s*(?:,|$)/i
 
 /**
- * True for an HTTP/1 request asking to switch protocols (a WebSocket handshake): an `Upgrade` header
- * and `upgrade` among the `Connection` tokens. Node emits such a request as `'request'` when the
- * server has no `'upgrade'` listener (koa-easy-ws upgrades it from a middleware), and
- * @fastify/websocket routes the ones it gets through Fastify's hooks.
+ * True for an HTTP/1 WebSocket handshake: `websocket` among the `Upgrade` tokens and `upgrade` among
+ * the `Connection` ones. Node emits one as `'request'` when the server has no `'upgrade'` listener
+ * (koa-easy-ws upgrades it from a middleware), and @fastify/websocket routes the ones it gets through
+ * Fastify's hooks. Other upgrades (`h2c`, which `curl --http2` asks for, `TLS/1.0`) are served as
+ * plain HTTP by Node and counted as any request.
  */
-export function isUpgradeRequest(req: AnyRequest): boolean {
+export function isWebSocketHandshake(req: AnyRequest): boolean {
   if (req.httpVersionMajor >= 2) return false
   const { upgrade, connection } = req.headers
-  return upgrade !== undefined && typeof connection === 'string' && UPGRADE_TOKEN.test(connection)
+  return (
+    typeof upgrade === 'string' &&
+    typeof connection === 'string' &&
+    WEBSOCKET_TOKEN.test(upgrade) &&
+    UPGRADE_TOKEN.test(connection)
+  )
 }
 
 /** True while the request may still send body bytes (`Expect: 100-continue` taken as sent). */
@@ -110,13 +117,18 @@ export function mayHaveBody(req: AnyRequest): boolean {
   return Number.isFinite(length) && length > 0
 }
 
-/**
- * Requests that asked for `100 Continue` and were refused in its place (the tracker's
- * `'checkContinue'` listener): their clients send no body, so a refusal has nothing to wait for.
- * Any other such request got its `100 Continue` from Node or the app, and its body is on its way.
- */
-export const continueWithheld = new WeakSet<AnyRequest>()
+const EXPECT_CONTINUE = /^\s*100-continue\s*$/i
 
-function hasUnreadBody(req: AnyRequest): boolean {
-  return !continueWithheld.has(req) && mayHaveBody(req)
+/**
+ * A request that asked for `100 Continue` sends its body only once it got one: from Node itself (a
+ * server with no `'checkContinue'` listener when the request arrived), or from whoever called
+ * `writeContinue()`. Node notes that on the response (`_sent100`, read only, as Node sets it from
+ * v0.x to today); without it, no body is taken to be coming, and the refusal closes at once.
+ */
+function hasUnreadBody(req: AnyRequest, res: AnyResponse): boolean {
+  const expect = req.headers.expect
+  if (typeof expect === 'string' && EXPECT_CONTINUE.test(expect)) {
+    return (res as { _sent100?: unknown })._sent100 === true && mayHaveBody(req)
+  }
+  return mayHaveBody(req)
 }

@@ -6,9 +6,8 @@ import type { Clock } from './options.js'
 import {
   type AnyRequest,
   type AnyResponse,
-  continueWithheld,
   DISCARD_LIMIT_MS,
-  isUpgradeRequest,
+  isWebSocketHandshake,
   mayHaveBody,
   type Refusal,
   refused,
@@ -265,9 +264,16 @@ export function createServerTracker(options: {
     if (connection.index === -1 || connection.pending.includes(response) || response.closed) return
     // A WebSocket handshake the app takes over from a 'request' listener or hook: its connection is
     // upgraded, never waited for (the app closes its WebSockets in a close hook), as from 'upgrade'.
-    if (isUpgradeRequest(req)) {
+    if (isWebSocketHandshake(req)) {
       markUpgraded(connection)
       return
+    }
+    // A handshake answered as plain HTTP (a 404, a 426) left the connection carrying requests: it is
+    // an HTTP connection again (one upgraded from 'upgrade' never parses another request).
+    if (connection.upgraded) {
+      connection.upgraded = false
+      upgradedCount--
+      events.onConnectionsChanged()
     }
     if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
@@ -377,7 +383,6 @@ export function createServerTracker(options: {
     if (stopping) {
       observe(req, res)
       events.onRefused()
-      continueWithheld.add(req)
       writeRefusal(req, res, options.refusal(req.httpVersionMajor))
       return
     }

@@ -1,12 +1,16 @@
-import { IncomingMessage } from 'node:http'
-import { Http2ServerRequest } from 'node:http2'
 import { Server as NetServer } from 'node:net'
 import { closedError, invalidArgument, unknownArgumentKey } from './errors.js'
 import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
 import { isThenable, onResponseClosed } from './lifecycle.js'
 import { safeLogger } from './logger.js'
 import { MAX_TIMER_MS, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
-import { type AnyRequest, type AnyResponse, buildRefusal, isUpgradeRequest, type Refusal } from './refusal.js'
+import {
+  type AnyRequest,
+  type AnyResponse,
+  buildRefusal,
+  isWebSocketHandshake,
+  type Refusal,
+} from './refusal.js'
 import { type AttachableServer, createServerTracker, type ResponseWatcher } from './server.js'
 import { onSignals } from './signals.js'
 
@@ -407,7 +411,14 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   }
 
   function enter(req?: AnyRequest, res?: AnyResponse): Release | undefined {
-    if (req !== undefined && !(req instanceof IncomingMessage || req instanceof Http2ServerRequest)) {
+    // Duck-typed: requests from Fastify's inject() (light-my-request) are not IncomingMessages.
+    if (
+      req !== undefined &&
+      (req === null ||
+        typeof req !== 'object' ||
+        typeof req.headers !== 'object' ||
+        typeof req.httpVersionMajor !== 'number')
+    ) {
       throw invalidArgument(
         'enter',
         'req',
@@ -416,7 +427,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       )
     }
     if (req !== undefined) discover(req, res)
-    if (req !== undefined && isUpgradeRequest(req)) return passUpgrade() ? noop : undefined
+    if (req !== undefined && isWebSocketHandshake(req)) return passUpgrade() ? noop : undefined
     if (!pass(req)) return undefined
     return new Admission(leave).release()
   }
@@ -431,7 +442,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
       // upgrade. Held (`null`: every HTTP/1 request its 'request' listener saw), the server is known.
       discover(req, res)
       if (admissionOf(req, res) !== undefined) return true
-      if (isUpgradeRequest(req)) return passUpgrade()
+      if (isWebSocketHandshake(req)) return passUpgrade()
     }
     if (!pass(req)) return false
     const admission = new Admission(leave, res, kept, tellFailed)

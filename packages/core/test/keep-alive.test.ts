@@ -334,6 +334,38 @@ describe('keep-alive connections through a shutdown', () => {
       await within(2_000, report, 'the report')
     })
 
+    it("closes a refused upload at once when the app's own checkContinue listener sent no 100 Continue", async () => {
+      const shutdown = createShutdown({
+        signals: false,
+        logger: false,
+        timeoutMs: 5_000,
+        lateRequests: 'refuse',
+      })
+      const handle = (req: http.IncomingMessage, res: http.ServerResponse) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        res.end('served')
+      }
+      // Never attached; the app answers `Expect: 100-continue` itself, and decides before any 100.
+      const server = http.createServer(handle)
+      server.on('checkContinue', handle)
+      servers.push(server)
+      const port = await listen(server)
+      const held = deferred()
+      void shutdown.track('held open for the test', held.promise)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      const raw = await rawConnect(port)
+      const sentAt = Date.now()
+      raw.write(`${uploadHead(chunk.length).slice(0, -2)}expect: 100-continue\r\n\r\n`)
+      const { data } = await within(3_000, raw.closed, 'the refused connection to close')
+      expect(data).not.toContain('100 Continue')
+      expect(data).toMatch(/^HTTP\/1\.1 503 /)
+      // Not after the refusal's 2 s wait for a body: the client was never told to send one.
+      expect(Date.now() - sentAt).toBeLessThan(1_500)
+      held.resolve()
+      expect((await within(2_000, report, 'the report')).requests.refused).toBe(1)
+    })
+
     it('reads the upload a refused request sends after the 100 Continue Node sent for it (server not attached)', async () => {
       const shutdown = createShutdown({
         signals: false,

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import { createFakeClock, type FakeClock, within } from '@lameduck/test-utils'
 import { describe, expect, it } from 'vitest'
 import {
@@ -158,6 +159,20 @@ describe('the shutdown lifecycle', () => {
     expect(done.tasks).toEqual({ completed: 1, failed: 1, aborted: 0 })
     expect(done.graceful).toBe(true)
     expect(lines).toContainEqual(['error', 'task "boom" failed'])
+  })
+
+  it("enter() takes a request that is not an IncomingMessage (Fastify's inject: light-my-request)", async () => {
+    const { shutdown } = setup()
+    const injected = Object.assign(new Readable({ read() {} }), {
+      headers: {},
+      httpVersionMajor: 1,
+      url: '/',
+    })
+    const release = shutdown.enter(injected as never)
+    expect(typeof release).toBe('function')
+    expect(shutdown.inFlight).toBe(1)
+    release?.()
+    expect(shutdown.inFlight).toBe(0)
   })
 
   it('tracks a thenable that is not a native promise (no finally()) like a promise', async () => {

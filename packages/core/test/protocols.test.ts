@@ -286,7 +286,8 @@ describe('upgrades (WebSocket)', () => {
     })
     return { server, upgraded }
   }
-  const upgradeRequest = (path: string) => rawRequest('GET', path, { upgrade: 'test', connection: 'upgrade' })
+  const upgradeRequest = (path: string) =>
+    rawRequest('GET', path, { upgrade: 'websocket', connection: 'upgrade' })
 
   /** Upgrades from the request handler, as koa-easy-ws and @fastify/websocket's routing do. */
   function requestUpgradeServer(shutdown: Shutdown) {
@@ -352,6 +353,69 @@ describe('upgrades (WebSocket)', () => {
       expect((await within(2_000, report, 'the drain')).requests.refused).toBe(1)
     },
   )
+
+  it('counts an upgrade Node serves as plain HTTP (h2c, as curl --http2 asks) like any request', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000 })
+    const answer = deferred()
+    const server = http.createServer(async (req, res) => {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+      await answer.promise
+      res.end('plain')
+    })
+    shutdown.attach(server)
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const raw = await rawConnect(port)
+    raw.write(
+      rawRequest('GET', '/slow', {
+        upgrade: 'h2c',
+        connection: 'Upgrade, HTTP2-Settings',
+        'http2-settings': '',
+      }),
+    )
+    await until(() => shutdown.inFlight === 1, 2_000, 'the request to be counted')
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    answer.resolve()
+    const { data, error } = await within(2_000, raw.closed, 'the answered connection to close')
+    expect(error).toBeUndefined()
+    expect(parseResponses(data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+      [200, 'plain', 'close'],
+    ])
+    const done = await within(2_000, report, 'the drain')
+    expect([done.graceful, done.requests.completed, done.connectionsDestroyed]).toEqual([true, 1, 0])
+  })
+
+  it('treats a connection whose WebSocket handshake was answered as plain HTTP as HTTP again', async () => {
+    const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 5_000, idleGraceMs: 2_000 })
+    const server = http.createServer((req, res) => {
+      if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+      // No WebSocket here: the handshake gets a 404, and the connection stays open for more.
+      if (req.headers.upgrade !== undefined) {
+        res.statusCode = 404
+        return res.end('no websocket here')
+      }
+      res.end(`ok ${req.url}`)
+    })
+    shutdown.attach(server)
+    const port = await listenOn(server)
+    cleanups.push(() => closeServer(server))
+    const raw = await rawConnect(port)
+    raw.write(rawRequest('GET', '/ws', { upgrade: 'websocket', connection: 'keep-alive, Upgrade' }))
+    await raw.waitFor('no websocket here')
+    raw.write(rawRequest('GET', '/next'))
+    await raw.waitFor('ok /next')
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    raw.write(rawRequest('GET', '/last'))
+    const { data } = await within(2_000, raw.closed, 'the connection to close after its last request')
+    expect(parseResponses(data).map((r) => [r.status, r.headers.connection])).toEqual([
+      [404, 'keep-alive'],
+      [200, 'keep-alive'],
+      [200, 'close'],
+    ])
+    expect((await within(3_000, report, 'the drain')).connectionsDestroyed).toBe(0)
+  })
 
   it('runs a once() upgrade listener added after attach once, and leaves no wrapper behind', async () => {
     const shutdown = createShutdown({ signals: false, logger: false })
