@@ -42,12 +42,27 @@ export function responseClosed(res: AnyResponse): Promise<void> {
  * handler chain runs with it; the rejection itself is left to whoever else holds `result`.
  */
 export function whenSettled(result: unknown, callback: () => void): void {
-  if (typeof (result as PromiseLike<unknown> | null | undefined)?.then === 'function') {
-    ;(result as PromiseLike<unknown>).then(callback, callback)
-  } else callback()
+  if (isThenable(result)) result.then(callback, callback)
+  else callback()
 }
 
 /** True when `value` is a promise or any other thenable (an object or function with a `then` method). */
 export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function'
+}
+
+/**
+ * Calls the app's `fn` and hands what it threw, or what the promise it returned rejected with, to
+ * `failed` (`rejected` tells which), never to the caller nor to an unhandled rejection: an app's
+ * listener, logger or exit function must not crash a shutdown.
+ */
+export function callSafely(fn: () => unknown, failed: (error: unknown, rejected: boolean) => void): void {
+  let result: unknown
+  try {
+    result = fn()
+  } catch (error) {
+    failed(error, false)
+    return
+  }
+  if (isThenable(result)) Promise.resolve(result).catch((error: unknown) => failed(error, true))
 }

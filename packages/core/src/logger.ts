@@ -1,4 +1,6 @@
-import { isThenable } from './lifecycle.js'
+import { callSafely } from './lifecycle.js'
+
+const ignore = (): void => {}
 /**
  * What the core logs through. Methods are called as methods (`logger.info(...)`), so pino, its child
  * loggers and `console` all work. Convention: pino's — structured fields first, then the message.
@@ -34,15 +36,9 @@ export const silentLogger: Logger = { info() {}, warn() {}, error() {} }
 export function safeLogger(
   logger: Logger,
 ): Required<Pick<Logger, 'info' | 'warn' | 'error'>> & { flush(): void } {
-  const call = (level: 'info' | 'warn' | 'error') => (fields: Record<string, unknown>, message: string) => {
-    try {
-      const result: unknown = logger[level](fields, message)
-      // Nor one whose methods are async and reject: an unhandled rejection would end the process.
-      if (isThenable(result)) Promise.resolve(result).catch(() => {})
-    } catch {
-      // A logger that throws must not turn a graceful shutdown into a crash.
-    }
-  }
+  // A logger that throws, or whose async methods reject, must not turn a graceful shutdown into a crash.
+  const call = (level: 'info' | 'warn' | 'error') => (fields: Record<string, unknown>, message: string) =>
+    callSafely(() => logger[level](fields, message), ignore)
   return {
     info: call('info'),
     warn: call('warn'),

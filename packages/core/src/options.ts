@@ -129,14 +129,8 @@ export function resolveOptions(
   }
   const timeoutMs = milliseconds('timeoutMs', options.timeoutMs, 20_000, source)
   const drainDelayMs = milliseconds('drainDelayMs', options.drainDelayMs, 0, source)
-  if (drainDelayMs > 0 && drainDelayMs >= timeoutMs) {
-    throw invalidOptionRange(
-      'drainDelayMs',
-      `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`,
-      drainDelayMs,
-      source,
-    )
-  }
+  const delayProblem = drainDelayProblem(drainDelayMs, timeoutMs)
+  if (delayProblem !== undefined) throw invalidOptionRange('drainDelayMs', delayProblem, drainDelayMs, source)
   const exitCodes = options.exitCodes === undefined ? {} : options.exitCodes
   if (exitCodes === null || typeof exitCodes !== 'object' || Array.isArray(exitCodes)) {
     throw invalidOptionType('exitCodes', 'an object { graceful?, failed? }', exitCodes, source)
@@ -188,7 +182,7 @@ export function resolveOptions(
  * holds), `fallback` when undefined; errors name `source` (default `@lameduck/core`).
  */
 /** The longest delay Node's timers take (2^31 - 1 ms); a longer one fires at once. */
-export const MAX_TIMER_MS = 2_147_483_647
+const MAX_TIMER_MS = 2_147_483_647
 
 export function milliseconds(
   name: string,
@@ -199,9 +193,23 @@ export function milliseconds(
   if (value === undefined) return fallback
   const expected = 'a finite number of milliseconds >= 0'
   if (typeof value !== 'number') throw invalidOptionType(name, expected, value, source)
-  if (!Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS)
-    throw invalidOptionRange(name, expected, value, source)
+  if (!isTimerMs(value)) throw invalidOptionRange(name, expected, value, source)
   return value
+}
+
+/** A duration a Node timer holds: a finite number of milliseconds from 0 to 2^31 - 1. */
+export function isTimerMs(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 && value <= MAX_TIMER_MS
+}
+
+/**
+ * What `drainDelayMs` must be when `delayMs` breaks the rule (below `timeoutMs`, since the delay
+ * counts inside it; 0 always fits), for the error message; `undefined` when it fits.
+ */
+export function drainDelayProblem(delayMs: number, timeoutMs: number): string | undefined {
+  return delayMs > 0 && delayMs >= timeoutMs
+    ? `below "timeoutMs" (${timeoutMs}), since the delay counts inside it`
+    : undefined
 }
 
 function integer(

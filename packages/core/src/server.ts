@@ -265,16 +265,12 @@ export function createServerTracker(options: {
     // A WebSocket handshake the app takes over from a 'request' listener or hook: its connection is
     // upgraded, never waited for (the app closes its WebSockets in a close hook), as from 'upgrade'.
     if (isWebSocketHandshake(req)) {
-      markUpgraded(connection)
+      setUpgraded(connection, true)
       return
     }
     // A handshake answered as plain HTTP (a 404, a 426) left the connection carrying requests: it is
     // an HTTP connection again (one upgraded from 'upgrade' never parses another request).
-    if (connection.upgraded) {
-      connection.upgraded = false
-      upgradedCount--
-      events.onConnectionsChanged()
-    }
+    if (connection.upgraded) setUpgraded(connection, false)
     if (stopping) lastRequestAt = clock.now()
     if (connection.hasLastRequest) {
       if (connection.dropped === undefined) connection.dropped = new Set()
@@ -393,14 +389,14 @@ export function createServerTracker(options: {
     this.emit('request', req, res)
   }
 
-  function markUpgraded(connection: Connection): void {
-    if (!connection.upgraded) upgradedCount++
-    connection.upgraded = true
+  function setUpgraded(connection: Connection, upgraded: boolean): void {
+    if (connection.upgraded !== upgraded) upgradedCount += upgraded ? 1 : -1
+    connection.upgraded = upgraded
     events.onConnectionsChanged()
   }
 
   function onUpgrade(_req: IncomingMessage, socket: Socket): void {
-    markUpgraded(track(socket))
+    setUpgraded(track(socket), true)
     if (!stopping) return
     events.onRefused()
     // Behind a last response whose close waits for its upload (closeAfterBody): already ended, the

@@ -1,9 +1,15 @@
 import { Server as NetServer } from 'node:net'
 import { closedError, invalidArgument, unknownArgumentKey } from './errors.js'
 import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
-import { isThenable, onResponseClosed } from './lifecycle.js'
+import { callSafely, isThenable, onResponseClosed } from './lifecycle.js'
 import { safeLogger } from './logger.js'
-import { MAX_TIMER_MS, type ResolvedOptions, resolveOptions, type ShutdownOptions } from './options.js'
+import {
+  drainDelayProblem,
+  isTimerMs,
+  type ResolvedOptions,
+  resolveOptions,
+  type ShutdownOptions,
+} from './options.js'
 import {
   type AnyRequest,
   type AnyResponse,
@@ -315,17 +321,11 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   /** Calls every listener of `event`; one that throws is logged and the others still run. */
   function emit<E extends keyof ShutdownEvents>(event: E, ...args: Parameters<ShutdownEvents[E]>): void {
     for (const listener of listeners[event]) {
-      try {
-        const result: unknown = (listener as (...values: Parameters<ShutdownEvents[E]>) => unknown)(...args)
-        // An async listener's rejection is logged too, not left to crash the process mid-shutdown.
-        if (isThenable(result)) {
-          Promise.resolve(result).catch((error: unknown) => {
-            log.error({ err: error }, `a ${event} listener rejected`)
-          })
-        }
-      } catch (error) {
-        log.error({ err: error }, `a ${event} listener threw`)
-      }
+      callSafely(
+        () => (listener as (...values: Parameters<ShutdownEvents[E]>) => unknown)(...args),
+        (error, rejected) =>
+          log.error({ err: error }, `a ${event} listener ${rejected ? 'rejected' : 'threw'}`),
+      )
     }
   }
 
@@ -426,8 +426,10 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
         req,
       )
     }
-    if (req !== undefined) discover(req, res)
-    if (req !== undefined && isWebSocketHandshake(req)) return passUpgrade() ? noop : undefined
+    if (req !== undefined) {
+      discover(req, res)
+      if (isWebSocketHandshake(req)) return passUpgrade() ? noop : undefined
+    }
     if (!pass(req)) return undefined
     return new Admission(leave).release()
   }
@@ -535,14 +537,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     }
     checkKeys('close', closeOptions, ['drainDelayMs'])
     const delayMs = argumentMs('close', 'drainDelayMs', closeOptions.drainDelayMs, opts.drainDelayMs)
-    if (delayMs > 0 && delayMs >= opts.timeoutMs) {
-      throw invalidArgument(
-        'close',
-        'options.drainDelayMs',
-        `below "timeoutMs" (${opts.timeoutMs}), since the delay counts inside it`,
-        delayMs,
-      )
-    }
+    const delayProblem = drainDelayProblem(delayMs, opts.timeoutMs)
+    if (delayProblem !== undefined)
+      throw invalidArgument('close', 'options.drainDelayMs', delayProblem, delayMs)
     // `running` is set before run() starts: its first steps (the 'statechange' listeners, the drain
     // hooks) may call close() again, and must join this run rather than start a second one.
     let start!: (report: Promise<ShutdownReport>) => void
@@ -556,7 +553,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   /** A duration in a method's options object: what `milliseconds()` checks, reported as an argument. */
   function argumentMs(method: string, name: string, value: unknown, fallback: number): number {
     if (value === undefined) return fallback
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
+    if (!isTimerMs(value)) {
       throw invalidArgument(method, `options.${name}`, 'a finite number of milliseconds >= 0', value)
     }
     return value

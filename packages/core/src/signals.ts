@@ -1,4 +1,4 @@
-import { isThenable } from './lifecycle.js'
+import { callSafely } from './lifecycle.js'
 import { signalNumber } from './options.js'
 
 /**
@@ -138,9 +138,7 @@ function createCoordinator(): SignalCoordinator {
     }
     const exiting = targets.filter((member) => member.exit === true)
     if (exiting.length === 0) return
-    // A non-zero code the application already set says more than ours.
-    const current = Number(process.exitCode ?? 0)
-    process.exitCode = current !== 0 && Number.isFinite(current) ? current : code
+    keepOrSetExitCode(code)
     // An IPC channel to a parent (a cluster worker, a process PM2 or a test runner forked) keeps the
     // event loop alive for good: without this the process would wait for the watchdog, and the
     // parent would see a stop that always takes exitWatchdogMs.
@@ -212,17 +210,19 @@ function createCoordinator(): SignalCoordinator {
    * code as Node would on an empty event loop, `process.exitCode` set to `code` unless the app set one.
    */
   function callExit(member: SignalMember, code: number): void {
-    const failed = (error: unknown) => {
-      member.log.error({ err: error, code }, `the exit option's function failed; exit code ${code}`)
-      const current = Number(process.exitCode ?? 0)
-      if (current === 0 || !Number.isFinite(current)) process.exitCode = code
-    }
-    try {
-      const result: unknown = (member.exit as (code: number) => unknown)(code)
-      if (isThenable(result)) Promise.resolve(result).catch(failed)
-    } catch (error) {
-      failed(error)
-    }
+    callSafely(
+      () => (member.exit as (code: number) => unknown)(code),
+      (error) => {
+        member.log.error({ err: error, code }, `the exit option's function failed; exit code ${code}`)
+        keepOrSetExitCode(code)
+      },
+    )
+  }
+
+  /** Sets `process.exitCode` to `code`, unless the app set a non-zero one: that says more than ours. */
+  function keepOrSetExitCode(code: number): void {
+    const current = Number(process.exitCode ?? 0)
+    process.exitCode = current !== 0 && Number.isFinite(current) ? current : code
   }
 
   return {
