@@ -1,3 +1,4 @@
+import { Server as NetServer } from 'node:net'
 import {
   type AdapterOptions,
   healthAnswer,
@@ -103,6 +104,31 @@ function responseClosed(request: HeldRequest, reply: SentReply): void {
   }
 }
 
+/** The description of the symbol under which Fastify keeps the servers it adds for `localhost`. */
+const FASTIFY_BINDINGS = 'fastify.serverBindings'
+
+/**
+ * The servers Fastify listens with besides `app.server`. Listening on `localhost` (its default
+ * host), Fastify binds every address the name resolves to: 127.0.0.1 on `app.server` and, where
+ * `localhost` is also `::1` (macOS, most distributions, Docker's /etc/hosts), a second server that
+ * only `app.server`'s `'close'` ends. Fastify lists them nowhere public (`app.addresses()` gives
+ * their addresses only), so they are read from its own array, found by its symbol's description;
+ * none when a Fastify version keeps them elsewhere (then each is attached at its first request).
+ */
+function extraServers(app: FastifyInstance<RawServerBase>): NetServer[] {
+  // A plugin's instance inherits the root's own properties (`Object.create`): walk up to them.
+  for (let owner: object | null = app; owner !== null; owner = Object.getPrototypeOf(owner)) {
+    const key = Object.getOwnPropertySymbols(owner).find((symbol) => symbol.description === FASTIFY_BINDINGS)
+    if (key === undefined) continue
+    const servers: unknown = (owner as Record<symbol, unknown>)[key]
+    if (!Array.isArray(servers)) return []
+    return servers.filter(
+      (server): server is NetServer => server instanceof NetServer && server !== app.server,
+    )
+  }
+  return []
+}
+
 /** The hold onRequest left on `request`, taken off it (null once taken). */
 function takeHold(request: HeldRequest): Release | null {
   const held = request[HANDLER_HOLD]
@@ -116,6 +142,14 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   app.decorate('shutdown', { getter: () => shutdown })
   const { shutdown, health } = resolveAdapterOptions(withAppLogger(options, app), '@lameduck/fastify')
   shutdown.attach(app.server)
+  // The servers Fastify adds for `localhost` exist once it listens: attached then, so their
+  // listeners close at the signal with app.server's and their connections are seen from the start.
+  app.addHook('onListen', function gracefulOnListen(done) {
+    if (shutdown.state !== 'closing' && shutdown.state !== 'closed') {
+      for (const server of extraServers(app)) shutdown.attach(server)
+    }
+    done()
+  })
 
   const wrapped = new WeakSet<object>()
   // The hold taken in onRequest for the route handler, until the handler takes it over. Declared so
