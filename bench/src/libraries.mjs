@@ -75,6 +75,19 @@ export const LIBRARIES = {
       'server.closeAllConnections() })` — Node destroys every connection at once, no grace, no library; ' +
       'the process exits when its event loop empties.',
   },
+  'exit-now': {
+    label: 'process.exit() at the signal',
+    frameworks: ['express'],
+    // The client's floor in the scale section: the kernel closes every socket at once as the process
+    // ends, with no JavaScript per socket, so what is left of "signal → all closed" is this client
+    // seeing that many closes. Idle connections only (it would cut every request in flight).
+    sections: ['scale'],
+    idleOnly: true,
+    config:
+      "Scale section only, idle connections only, the client's floor: `process.once('SIGTERM', () => " +
+      'process.exit(0))` — the kernel closes every socket as the process ends, no JavaScript per socket; ' +
+      'what remains of "signal → all closed" is the client taking in that many closes.',
+  },
   'fastify-close': {
     label: 'fastify close()',
     frameworks: ['fastify'],

@@ -143,10 +143,11 @@ for (const fw of frameworks) {
     throw new Error(`--fw: unknown framework "${fw}"; known: ${Object.keys(ADAPTERS).join(', ')}`)
 }
 const rows = []
-for (const [lib, { frameworks: where, sections }] of Object.entries(LIBRARIES)) {
+for (const [lib, { frameworks: where, sections, idleOnly }] of Object.entries(LIBRARIES)) {
   if (!libs.includes(lib)) continue
   for (const fw of where)
-    if (frameworks.includes(fw) && (lib !== 'lameduck' || available[fw])) rows.push({ lib, fw, sections })
+    if (frameworks.includes(fw) && (lib !== 'lameduck' || available[fw]))
+      rows.push({ lib, fw, sections, idleOnly })
 }
 /** The rows of a section: those not limited to other sections. */
 const rowsOf = (section) => rows.filter((row) => row.sections === undefined || row.sections.includes(section))

@@ -126,13 +126,18 @@ export async function runScale({ quick, runs, rows, log }) {
   for (let run = 0; run < plan.runs; run++) {
     for (const row of data) {
       const i = await idle(plan, row.fw, row.lib)
-      const f = await inflight(plan, row.fw, row.lib)
       row.idle.push(i)
+      const head =
+        `  scale run ${run + 1}/${plan.runs} ${rowLabel(row.lib, row.fw)}: ${i.idle} idle → all closed ` +
+        `${Math.round(i.allClosedMs)} ms (${i.resets} reset), exit ${Math.round(i.signalToExitMs)} ms`
+      if (row.idleOnly) {
+        log(head)
+        continue
+      }
+      const f = await inflight(plan, row.fw, row.lib)
       row.inflight.push(f)
       log(
-        `  scale run ${run + 1}/${plan.runs} ${rowLabel(row.lib, row.fw)}: ${i.idle} idle → all closed ` +
-          `${Math.round(i.allClosedMs)} ms (${i.resets} reset), exit ${Math.round(i.signalToExitMs)} ms; ` +
-          `${f.sent} in flight: lost ${f.lost}, last response → exit ${Math.round(f.lastToExitMs)} ms, ` +
+        `${head}; ${f.sent} in flight: lost ${f.lost}, last response → exit ${Math.round(f.lastToExitMs)} ms, ` +
           `${(f.heapPerRequest / 1024).toFixed(1)} KiB heap/request`,
       )
     }
@@ -177,24 +182,26 @@ export async function runScale({ quick, runs, rows, log }) {
       'heap+external KiB / request',
       'RSS KiB / request',
     ],
-    data.map((row) => [
-      rowLabel(row.lib, row.fw),
-      fmtSpread(row.inflight.map((r) => r.sent)) +
-        (row.inflight.every((r) => r.allHeld) ? '' : ' (not all held)'),
-      fmtSpread(row.inflight.map((r) => r.lost)),
-      fmtSpread(row.inflight.map((r) => r.lastToExitMs)),
-      fmtSpread(row.inflight.map((r) => r.childFinishToExitMs)),
-      fmtSpread(row.inflight.map((r) => r.signalToExitMs)),
-      exits(row.inflight),
-      fmtSpread(
-        row.inflight.map((r) => r.heapPerRequest / 1024),
-        2,
-      ),
-      fmtSpread(
-        row.inflight.map((r) => r.rssPerRequest / 1024),
-        1,
-      ),
-    ]),
+    data
+      .filter((row) => !row.idleOnly)
+      .map((row) => [
+        rowLabel(row.lib, row.fw),
+        fmtSpread(row.inflight.map((r) => r.sent)) +
+          (row.inflight.every((r) => r.allHeld) ? '' : ' (not all held)'),
+        fmtSpread(row.inflight.map((r) => r.lost)),
+        fmtSpread(row.inflight.map((r) => r.lastToExitMs)),
+        fmtSpread(row.inflight.map((r) => r.childFinishToExitMs)),
+        fmtSpread(row.inflight.map((r) => r.signalToExitMs)),
+        exits(row.inflight),
+        fmtSpread(
+          row.inflight.map((r) => r.heapPerRequest / 1024),
+          2,
+        ),
+        fmtSpread(
+          row.inflight.map((r) => r.rssPerRequest / 1024),
+          1,
+        ),
+      ]),
   )
   const summary = []
   for (const row of data.filter((r) => r.lib === 'close-all')) {
@@ -203,6 +210,13 @@ export async function runScale({ quick, runs, rows, log }) {
         `${fmtSpread(row.idle.map((r) => r.allClosedMs))} ms (child's own clock ` +
         `${fmtSpread(row.idle.map((r) => r.childAllClosedMs))} ms): every socket destroyed at once, no grace — ` +
         'what closing them costs on this machine',
+    )
+  }
+  for (const row of data.filter((r) => r.lib === 'exit-now')) {
+    summary.push(
+      `floor, ${rowLabel(row.lib, row.fw)}, scale: ${plan.idle} idle connections all closed in ` +
+        `${fmtSpread(row.idle.map((r) => r.allClosedMs))} ms: the kernel closes every socket at once as ` +
+        'the process ends — what this client takes to see that many closes, whatever the server does',
     )
   }
   for (const row of data.filter((r) => r.lib === 'lameduck')) {
@@ -221,7 +235,9 @@ export async function runScale({ quick, runs, rows, log }) {
       '`GET /`, then SIGTERM; time until the client saw every one of them closed, and how many were closed ' +
       'by a reset instead of a FIN. "Node\'s closeAllConnections()" is the floor: every socket destroyed ' +
       'at the signal, with no grace and no library, so it shows what the machine itself ' +
-      'takes to close that many sockets.',
+      'takes to close that many sockets. "process.exit() at the signal" is the client\'s floor: the ' +
+      'kernel closes every socket as the process ends, so its "signal → all closed" is the time this ' +
+      'client takes to see that many closes (it has no in-flight row: it would cut every request).',
     '',
     idleTable,
     '',

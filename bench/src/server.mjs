@@ -253,6 +253,10 @@ async function wire(server, app) {
       })
       return
     }
+    case 'exit-now': {
+      process.once('SIGTERM', () => process.exit(0))
+      return
+    }
     case 'fastify-close': {
       if (!app) throw new Error('fastify-close runs on Fastify only')
       process.once('SIGTERM', () => {
