@@ -595,13 +595,14 @@ export function createServerTracker(options: {
       untracked.add(server)
       unreaped.add(server)
     }
+    // Read now: attached while stopping, the server is closed before the count comes back.
+    const address = describeAddress(server)
     countUnseen(server, (opened) => {
       if (opened <= 0 || !isReapable || finished) {
         untracked.delete(server)
         if (unreaped.delete(server)) events.onConnectionsChanged()
       }
       if (opened <= 0) return
-      const address = describeAddress(server)
       log.info(
         { connections: opened, server: address },
         isReapable

@@ -107,6 +107,28 @@ describe('connections opened before attach()', () => {
     expect(done.connectionsDestroyed).toBe(0)
   })
 
+  it('names the server by its address when attached after stopping began (closed before its count comes back)', async () => {
+    const clock = createFakeClock()
+    const { logger, counted } = capture()
+    const shutdown = shutdownWith(clock, logger)
+    const held = deferred<void>()
+    void shutdown.track('held', held.promise)
+    const b = await start()
+    const early = await idleConnection(b.port)
+    const report = shutdown.close('test')
+    await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+    shutdown.attach(b.server)
+    await until(() => counted().length > 0, 2_000, "the count of B's early connection")
+    expect(b.server.listening).toBe(false)
+    expect(counted().map((line) => line.fields)).toEqual([{ connections: 1, server: `127.0.0.1:${b.port}` }])
+    expect(counted()[0]?.message).toContain(`opened before attach() on 127.0.0.1:${b.port};`)
+    held.resolve()
+    await advance(clock, 0)
+    await advance(clock, 100)
+    expect((await within(2_000, report, 'the drain')).graceful).toBe(true)
+    expect((await within(2_000, early.closed, 'the early connection to be closed')).error).toBeUndefined()
+  })
+
   it.each(['the same server', 'another attached server'])(
     'leaves a tracked socket idle for less than idleGraceMs open when one opened before attach() is on %s',
     async (where) => {
