@@ -49,6 +49,12 @@ interface Connection {
    */
   headBytes: number
   headSince: number
+  /**
+   * The request of the newest response to close, when it closed before the request's body had been
+   * read (an upload answered early, a 401 or a 413): Node goes on reading and discarding the rest, so
+   * until that ends the connection is neither idle nor carrying a new request. Undefined otherwise.
+   */
+  unread: IncomingMessage | undefined
 }
 
 /** What the connection bookkeeping tells the shutdown. */
@@ -166,6 +172,7 @@ export function createServerTracker(options: {
       upgraded: false,
       headBytes: -1,
       headSince: Number.NEGATIVE_INFINITY,
+      unread: undefined,
     }
     tracked[CONNECTION] = connection
     if (connection.index === -1) return connection
@@ -307,9 +314,18 @@ export function createServerTracker(options: {
       pending.splice(at, 1)
       watchers.splice(at, 1)
     }
-    if (pending.length === 0 && stopping) {
-      connection.idleSince = clock.now()
-      scheduleReap(idleGraceMs)
+    if (pending.length === 0) {
+      const req = (response as { req?: IncomingMessage }).req
+      if (req !== undefined && !req.complete && req.socket === connection.socket) connection.unread = req
+      else if (connection.unread !== undefined) connection.unread = undefined
+      // A response that was not the last (its head went out with keep-alive before stopping began)
+      // answered an upload early: the connection is closed once the rest has been read.
+      if (stopping && !connection.hasLastRequest && connection.unread !== undefined)
+        closeAfterUnread(connection)
+      else if (stopping) {
+        connection.idleSince = clock.now()
+        scheduleReap(idleGraceMs)
+      }
     }
     watcher?.closed()
   }
@@ -349,30 +365,53 @@ export function createServerTracker(options: {
     const closeBy = clock.now() + DISCARD_LIMIT_MS
     const restore = replaceOwn(req.socket, 'destroySoon', function destroyAfterBody(this: Socket): void {
       restore()
-      const left = closeBy - clock.now()
-      if (req.complete || refused.has(req) || this.destroyed || left <= 0) {
-        this.destroySoon()
-        return
-      }
-      if (this.writable) this.end()
-      const stop = () => {
-        clock.clearTimeout(timer)
-        req.off('end', close)
-        this.off('end', close)
-        this.off('close', stop)
-      }
-      // Node's own destroySoon() (put back above): destroyed once the response's bytes are out.
-      const close = () => {
-        stop()
-        this.destroySoon()
-      }
-      const timer = clock.setTimeout(close, left)
-      req.once('end', close)
-      this.once('end', close)
-      // Closed some other way (a reset, the deadline): nothing left to wait for.
-      this.once('close', stop)
-      req.resume()
+      discardThenClose(this, req, closeBy)
     })
+  }
+
+  /**
+   * Stopping, a connection whose newest response answered an upload early and closed with
+   * keep-alive (before stopping began, or with its head out before): Node reads the rest of the
+   * body and would keep the connection open after it; no request of ours is left on it, so the
+   * reaper would take the body for a request head still arriving and leave it open to the deadline.
+   * It is closed as a last response's would be, once the rest has been read or DISCARD_LIMIT_MS.
+   */
+  function closeAfterUnread(connection: Connection): void {
+    const req = connection.unread as IncomingMessage
+    connection.unread = undefined
+    // Whatever follows the body on this connection is pipelined behind its last response.
+    connection.hasLastRequest = true
+    discardThenClose(connection.socket, req, clock.now() + DISCARD_LIMIT_MS)
+  }
+
+  /**
+   * Sends the FIN, then closes `socket` (Node's destroySoon(): once its bytes are out) when the rest
+   * of `req` has been read and thrown away (resumed, should the app have paused it), the client has
+   * stopped sending, or at `closeBy`; at once when nothing is left to read.
+   */
+  function discardThenClose(socket: Socket, req: IncomingMessage, closeBy: number): void {
+    const left = closeBy - clock.now()
+    if (req.complete || refused.has(req) || socket.destroyed || left <= 0) {
+      socket.destroySoon()
+      return
+    }
+    if (socket.writable) socket.end()
+    const stop = () => {
+      clock.clearTimeout(timer)
+      req.off('end', close)
+      socket.off('end', close)
+      socket.off('close', stop)
+    }
+    const close = () => {
+      stop()
+      socket.destroySoon()
+    }
+    const timer = clock.setTimeout(close, left)
+    req.once('end', close)
+    socket.once('end', close)
+    // Closed some other way (a reset, the deadline): nothing left to wait for.
+    socket.once('close', stop)
+    req.resume()
   }
 
   function onCheckContinue(this: NetServer, req: IncomingMessage, res: ServerResponse): void {
@@ -716,7 +755,12 @@ export function createServerTracker(options: {
     }
     for (const session of sessions) session.close()
     for (const connection of connections) {
-      if (connection.upgraded || connection.pending.length === 0) continue
+      if (connection.upgraded) continue
+      if (connection.pending.length === 0) {
+        if (connection.unread !== undefined && !connection.unread.complete) closeAfterUnread(connection)
+        else connection.unread = undefined
+        continue
+      }
       // The newest response is this connection's last: everything before it is answered as usual,
       // anything after it is refused. Only the newest: closing after an older one would drop the
       // responses queued behind it, whose handlers already ran. If the newest already has its

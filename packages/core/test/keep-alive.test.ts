@@ -2,10 +2,12 @@ import http from 'node:http'
 import net from 'node:net'
 import {
   closeServer,
+  createFakeClock,
   deferred,
   keepAliveAgent,
   listen,
   parseResponses,
+  type RawConnection,
   rawConnect,
   rawRequest,
   request,
@@ -13,7 +15,7 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, type Shutdown, writeRefusal } from '../src/index.js'
+import { createShutdown, type Shutdown, type ShutdownReport, writeRefusal } from '../src/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 
 let app: TestApp | undefined
@@ -166,6 +168,62 @@ describe('keep-alive connections through a shutdown', () => {
     const done = await within(2_000, report, 'the drain')
     expect(done.graceful).toBe(true)
     expect(done.connectionsDestroyed).toBe(0)
+  })
+
+  describe('an upload answered early with keep-alive, its rest still coming when stopping begins', () => {
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    const head = `POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${chunk.length * 64}\r\n\r\n`
+
+    /**
+     * A fake clock (no stall check nor deadline fires unless a test moves it), a server answering
+     * `/upload` with `answer` without reading it, and a connection that has sent the head and a
+     * first chunk of a 4 MiB upload.
+     */
+    async function uploading(answer: (res: http.ServerResponse) => void) {
+      const clock = createFakeClock()
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 10_000, clock })
+      const { port } = await startServer(shutdown, answer)
+      const raw = await rawConnect(port)
+      raw.socket.on('error', () => {}) // writes after the server's FIN fail, as for any client
+      raw.write(head)
+      raw.write(chunk)
+      return { shutdown, raw }
+    }
+
+    /** Stopping, the client sends more of the body: the connection closes once that is read. */
+    async function expectClosedOnceRead(
+      shutdown: Shutdown,
+      raw: RawConnection,
+      report: Promise<ShutdownReport>,
+    ) {
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      raw.write(chunk) // the rest keeps coming, until the server's FIN stops the client
+      const { data } = await within(2_000, raw.closed, 'the connection to close')
+      expect(data).toMatch(/^HTTP\/1\.1 401 [\s\S]*\r\nConnection: keep-alive\r\n/)
+      const done = await within(2_000, report, 'the report')
+      expect(done.graceful).toBe(true)
+      expect(done.connectionsDestroyed).toBe(0)
+    }
+
+    it('closes the connection once the rest is read, without waiting for a timer: answered before stopping began', async () => {
+      const { shutdown, raw } = await uploading((res) => res.writeHead(401, { 'content-length': '0' }).end())
+      await raw.waitFor(/^HTTP\/1\.1 401 [\s\S]*\r\n\r\n$/)
+      await expectClosedOnceRead(shutdown, raw, shutdown.close('test'))
+    })
+
+    it('closes the connection once the rest is read, without waiting for a timer: its head out before stopping began, its end after', async () => {
+      const end = deferred()
+      const { shutdown, raw } = await uploading((res) => {
+        res.writeHead(401, { 'content-length': '3' }).write('no')
+        void end.promise.then(() => res.end('!'))
+      })
+      await raw.waitFor(/^HTTP\/1\.1 401 [\s\S]*\r\n\r\nno$/)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      end.resolve()
+      await raw.waitFor('no!')
+      await expectClosedOnceRead(shutdown, raw, report)
+    })
   })
 
   describe('a last response that answers an upload before reading it (a 401, a 413)', () => {
