@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { Server as NetServer } from 'node:net'
 import { closedError, invalidArgument, unknownArgumentKey } from './errors.js'
 import { type Hook, type HookEntry, type HookOutcome, runHook } from './hooks.js'
@@ -246,6 +247,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
   const closeHooks: HookEntry[] = []
   const wrapUp = new AbortController()
   const stopNow = new AbortController()
+  // Each shared by every request or task that listens (SSE streams, long-polls, tracked work): no
+  // limit, which would warn of a leak from the eleventh on.
+  setMaxListeners(0, wrapUp.signal, stopNow.signal)
   const listeners: { [E in keyof ShutdownEvents]: Set<ShutdownEvents[E]> } = {
     statechange: new Set(),
     closed: new Set(),

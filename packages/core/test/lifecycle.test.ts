@@ -142,6 +142,32 @@ describe('the shutdown lifecycle', () => {
     expect((await report).requests).toEqual({ completed: 1, refused: 1, forced: 0 })
   })
 
+  it('lets any number of requests and tasks listen to the shared signals without a leak warning', async () => {
+    const warnings: Error[] = []
+    const onWarning = (warning: Error) => warnings.push(warning)
+    process.on('warning', onWarning)
+    try {
+      const { clock, shutdown } = setup({ timeoutMs: 1_000 })
+      let aborted = 0
+      const count = () => aborted++
+      // 50 SSE streams on shutdown.signal, and a tracked task handing its signal to 50 operations.
+      for (let i = 0; i < 50; i++) shutdown.signal.addEventListener('abort', () => count())
+      const task = shutdown.track('fan-out', async (signal) => {
+        for (let i = 0; i < 50; i++) signal.addEventListener('abort', () => count())
+        await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
+      })
+      const report = shutdown.force('test')
+      await settle(clock)
+      await within(2_000, task, 'the task to end on its signal')
+      await within(2_000, report, 'the report')
+      await new Promise<void>((resolve) => setImmediate(resolve)) // warnings are emitted on the next tick
+      expect(aborted).toBe(100)
+      expect(warnings.map((warning) => warning.name)).not.toContain('MaxListenersExceededWarning')
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
   it('holds the drain open for tracked tasks and reports a rejection without throwing it', async () => {
     const { clock, shutdown, lines } = setup({ timeoutMs: 1_000 })
     let finish!: () => void

@@ -180,7 +180,11 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
       try {
         result = handler.call(this as never, request, reply)
       } finally {
-        whenSettled(result, release)
+        // A handler that returns the reply (`return reply.send(…)`) has finished. The reply is a
+        // thenable of its own, settled through listeners on the response that Fastify has already
+        // added once: waiting on it again would add them a second time, for every such request.
+        if (result === reply) release()
+        else whenSettled(result, release)
       }
       return result
     } as typeof handler

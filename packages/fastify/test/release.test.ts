@@ -1,9 +1,10 @@
 import http from 'node:http'
 import http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
 import { PassThrough, Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
 import { deferred, keepAliveAgent, request, until, within } from '@lameduck/test-utils'
-import Fastify, { type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { graceful } from '../src/index.js'
 import { parkingHook, startFastify, stopFastifyApps } from './helpers/fastify.js'
@@ -54,6 +55,49 @@ describe('counting requests: released once the response has closed and the handl
     await within(2_000, ended.promise, 'the stream to end')
     expect(chunks.join('')).toBe('first\nlast\n')
     await until(() => app.shutdown.inFlight === 0, 2_000, 'inFlight back to 0')
+  })
+
+  it('adds no second set of listeners to the response of a handler that returns the reply', async () => {
+    // What a response carries while its body streams, by event: in a bare Fastify app and with
+    // graceful, the same sync handler returning the reply (`return reply.send(…)`, `reply.sendFile`).
+    async function listenersWhileStreaming(app: FastifyInstance, register: boolean) {
+      if (register) await app.register(graceful, { signals: false, logger: false })
+      const body = new PassThrough()
+      let raw: http.ServerResponse | undefined
+      app.get('/stream', (_request, reply) => {
+        raw = reply.raw
+        return reply.type('text/plain').send(body)
+      })
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      const firstChunk = deferred<void>()
+      const ended = deferred<void>()
+      http.get(
+        { host: '127.0.0.1', port: (app.server.address() as AddressInfo).port, path: '/stream' },
+        (res) => {
+          res.once('data', () => firstChunk.resolve())
+          res.on('end', () => ended.resolve())
+        },
+      )
+      body.write('first\n')
+      await within(2_000, firstChunk.promise, 'the first chunk')
+      const counts = Object.fromEntries(
+        ['close', 'finish', 'error'].map((event) => [event, raw?.listenerCount(event) ?? -1]),
+      )
+      body.end('last\n')
+      await within(2_000, ended.promise, 'the stream to end')
+      await app.close()
+      return counts
+    }
+    const bare = await listenersWhileStreaming(
+      Fastify({ logger: false }) as unknown as FastifyInstance,
+      false,
+    )
+    const withGraceful = await listenersWhileStreaming(
+      Fastify({ logger: false }) as unknown as FastifyInstance,
+      true,
+    )
+    // Only the core's own 'close' listener, which releases the request.
+    expect(withGraceful).toEqual({ ...bare, close: (bare.close ?? 0) + 1 })
   })
 
   it('keeps an erroring request counted through an async error handler', async () => {
