@@ -63,12 +63,15 @@ function createCoordinator(): SignalCoordinator {
   const handlers = new Map<string, () => void>()
   let signalCount = 0
   let previous: { signal: string; at: number } | undefined
+  /** Per signal, how many other listeners were there (and warned of) when ours was installed. */
+  const othersAtInstall = new Map<string, number>()
 
   function sync(): void {
     const wanted = new Set([...members].flatMap((member) => member.signals))
     for (const signal of wanted) {
       if (handlers.has(signal)) continue
       const others = process.listenerCount(signal)
+      othersAtInstall.set(signal, others)
       if (others > 0) {
         first()?.log.warn(
           { signal, listeners: others },
@@ -117,6 +120,7 @@ function createCoordinator(): SignalCoordinator {
       return
     }
     if (signalCount === 1) {
+      warnOfLaterListeners(signal)
       void closeAll(signal, targets)
     } else if (signalCount === 2) {
       first()?.log.warn({ signal }, `second signal (${signal}): forcing the shutdown now`)
@@ -126,6 +130,24 @@ function createCoordinator(): SignalCoordinator {
       first()?.log.flush()
       exitNow(targets.length > 0 ? targets : [...members], 1)
     }
+  }
+
+  /**
+   * Listeners for `signal` added after ours (close-with-grace, as Fastify's templates and fastify-cli
+   * install it) run beside lameduck as those installed before do, and were never warned of: one that
+   * ends the process, or closes the app, cuts the drain short.
+   */
+  function warnOfLaterListeners(signal: string): void {
+    const ours = new Set(handlers.values())
+    const others = process
+      .listeners(signal as NodeJS.Signals)
+      .filter((listener) => !ours.has(listener as () => void))
+    const later = others.length - (othersAtInstall.get(signal) ?? 0)
+    if (later <= 0) return
+    first()?.log.warn(
+      { signal, listeners: later },
+      `${later} other ${signal} listener(s) added after lameduck's run beside it (close-with-grace, for one); one that exits the process or closes the app cuts the drain short`,
+    )
   }
 
   async function closeAll(signal: string, targets: SignalMember[]): Promise<void> {

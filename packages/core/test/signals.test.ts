@@ -221,11 +221,22 @@ describe('signals and the process', () => {
     },
   )
 
-  it('warns about other SIGTERM listeners installed before it', async () => {
+  it('warns about other SIGTERM listeners installed before it, once', async () => {
     const app = await start({}, { FIXTURE_OTHER_LISTENER: '1' })
     expect(app.output()).toContain('1 other SIGTERM listener(s) already installed')
     app.kill('SIGTERM')
     const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
+    expect(app.output().match(/other SIGTERM listener/g)).toHaveLength(1)
+  })
+
+  it('warns at the signal about other SIGTERM listeners added after it', async () => {
+    const app = await start({}, { FIXTURE_LATE_OTHER_LISTENER: '1' })
+    expect(app.output()).not.toContain('other SIGTERM listener')
+    app.kill('SIGTERM')
+    const exit = await within(3_000, app.exited, 'the process to exit')
+    expect(exit.code).toBe(0)
+    expect(app.output()).toContain("1 other SIGTERM listener(s) added after lameduck's run beside it")
+    expect(app.output()).toContain('late other listener ran')
   })
 })
