@@ -129,6 +129,20 @@ function extraServers(app: FastifyInstance<RawServerBase>): NetServer[] {
   return []
 }
 
+/**
+ * Whether `app` is an encapsulated context (a plugin's own instance, which Fastify makes with
+ * `Object.create(parent)`) rather than the root or a context shared through fastify-plugin.
+ */
+function isEncapsulated(app: FastifyInstance<RawServerBase>): boolean {
+  const parent: unknown = Object.getPrototypeOf(app)
+  return (
+    typeof parent === 'object' &&
+    parent !== null &&
+    (parent as { server?: unknown }).server === app.server &&
+    typeof (parent as { register?: unknown }).register === 'function'
+  )
+}
+
 /** The hold onRequest left on `request`, taken off it (null once taken). */
 function takeHold(request: HeldRequest): Release | null {
   const held = request[HANDLER_HOLD]
@@ -140,8 +154,19 @@ async function gracefulPlugin(app: FastifyInstance<RawServerBase>, options: Grac
   // First: registered twice, this throws FST_ERR_DEC_ALREADY_PRESENT before a second Shutdown (with
   // its signal listeners) exists.
   app.decorate('shutdown', { getter: () => shutdown })
-  const { shutdown, health } = resolveAdapterOptions(withAppLogger(options, app), '@lameduck/fastify')
+  const resolved = withAppLogger(options, app)
+  const { shutdown, health } = resolveAdapterOptions(resolved, '@lameduck/fastify')
   shutdown.attach(app.server)
+  if (isEncapsulated(app)) {
+    // Through the logger the shutdown logs with (none under `logger: false`); app.log beside a shared one.
+    const logger = resolved?.logger === undefined ? app.log : resolved.logger
+    if (logger !== false) {
+      logger.warn(
+        { plugin: '@lameduck/fastify' },
+        "registered inside an encapsulated plugin, so its hooks and health probes reach only that plugin's routes and app.shutdown is not on the root; register it on the root instance, or from a plugin wrapped with fastify-plugin",
+      )
+    }
+  }
   // The servers Fastify adds for `localhost` exist once it listens: attached then, so their
   // listeners close at the signal with app.server's and their connections are seen from the start.
   app.addHook('onListen', function gracefulOnListen(done) {

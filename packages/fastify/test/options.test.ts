@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream'
 import { request, within } from '@lameduck/test-utils'
 import Fastify, { type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createShutdown, type GracefulOptions, graceful } from '../src/index.js'
 import { startFastify, stopFastifyApps } from './helpers/fastify.js'
@@ -105,6 +106,37 @@ describe('options, checked when the plugin is registered', () => {
     const started = lines.find((line) => String(line.msg).startsWith('shutdown started (test)'))
     expect(started).toMatchObject({ level: 30, reason: 'test', drainDelayMs: 0 })
     expect(lines.some((line) => String(line.msg).startsWith('closed (test) gracefully'))).toBe(true)
+  })
+
+  it('warns when registered inside an encapsulated plugin, where its probes reach only that plugin', async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const warned = () =>
+      lines.some(
+        (line) =>
+          line.level === 40 && String(line.msg).startsWith('registered inside an encapsulated plugin'),
+      )
+    const encapsulated = Fastify({ logger: collectingLogger(lines) })
+    await encapsulated.register(async (child) => {
+      await child.register(graceful, { signals: false, health: true })
+      child.get('/inside', async () => 'inside')
+    })
+    await encapsulated.ready()
+    expect(warned()).toBe(true)
+    expect((await encapsulated.inject({ url: '/readyz' })).statusCode).toBe(404)
+    await encapsulated.close()
+
+    lines.length = 0
+    const shared = Fastify({ logger: collectingLogger(lines) })
+    await shared.register(
+      fp(async (inner) => {
+        await inner.register(graceful, { signals: false, health: true })
+      }),
+    )
+    await shared.ready()
+    expect(warned()).toBe(false)
+    expect((await shared.inject({ url: '/readyz' })).statusCode).toBe(200)
+    await shared.shutdown.close('test')
+    await shared.close()
   })
 
   it('uses the logger given instead, and nothing of app.log with logger: false', async () => {
