@@ -287,11 +287,24 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     },
   })
 
-  if (process.env.KUBERNETES_SERVICE_HOST && opts.drainDelayMs === 0) {
+  /**
+   * In Kubernetes without a drain delay, warned once a server attached here listens: not when the
+   * Shutdown is made, which apps tested with inject() in a CI job on Kubernetes do too.
+   */
+  let drainDelayWarned = !process.env.KUBERNETES_SERVICE_HOST || opts.drainDelayMs !== 0
+  function warnOfNoDrainDelay(): void {
+    if (drainDelayWarned) return
+    drainDelayWarned = true
     log.warn(
       { drainDelayMs: 0 },
       'running in Kubernetes with drainDelayMs 0: endpoints are removed asynchronously after SIGTERM, so new connections keep arriving for a few seconds; set drainDelayMs (e.g. 5000) or a preStop sleep so readiness can turn before the listener closes',
     )
+  }
+  function attachServer(server: AttachableServer): void {
+    tracker.attach(server)
+    if (drainDelayWarned) return
+    if (server.listening) warnOfNoDrainDelay()
+    else server.once('listening', warnOfNoDrainDelay)
   }
 
   const unregister =
@@ -374,7 +387,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     const found = server as AttachableServer
     if (!tracker.has(found)) {
       if (atLeast('closing')) return
-      tracker.attach(found)
+      attachServer(found)
       log.info(
         {},
         'attached the server on its first request; call shutdown.attach(server) right after listen() so connections opened before the first request are handled too',
@@ -729,7 +742,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
         )
       }
       if (atLeast('closing') && !tracker.has(server)) throw closedError('attach', state)
-      tracker.attach(server)
+      attachServer(server)
       return server
     },
     enter,
