@@ -50,9 +50,10 @@ interface Connection {
   headBytes: number
   headSince: number
   /**
-   * The request of the newest response to close, when it closed before the request's body had been
-   * read (an upload answered early, a 401 or a 413): Node goes on reading and discarding the rest, so
-   * until that ends the connection is neither idle nor carrying a new request. Undefined otherwise.
+   * The request of the newest response to close, when it closed with the request's body unread and
+   * nobody reading it (an upload answered early, a 401 or a 413): Node reads and discards the rest,
+   * and until that ends the connection is neither idle nor carrying a new request. While stopping,
+   * the reaper leaves it alone until the body has ended (or DISCARD_LIMIT_MS). Undefined otherwise.
    */
   unread: IncomingMessage | undefined
 }
@@ -316,12 +317,12 @@ export function createServerTracker(options: {
     }
     if (pending.length === 0) {
       const req = (response as { req?: IncomingMessage }).req
-      if (req !== undefined && !req.complete && req.socket === connection.socket) connection.unread = req
+      if (req !== undefined && !req.complete && isUnread(req, connection)) connection.unread = req
       else if (connection.unread !== undefined) connection.unread = undefined
-      // A response that was not the last (its head went out with keep-alive before stopping began)
-      // answered an upload early: the connection is closed once the rest has been read.
-      if (stopping && !connection.hasLastRequest && connection.unread !== undefined)
-        closeAfterUnread(connection)
+      // A response whose head went out with keep-alive before stopping began answered an upload
+      // early: the connection is idle once the rest has been read. (A last response's socket is
+      // closed after it anyway, by closeAfterBody().)
+      if (stopping && connection.unread !== undefined) awaitUnread(connection)
       else if (stopping) {
         connection.idleSince = clock.now()
         scheduleReap(idleGraceMs)
@@ -370,18 +371,52 @@ export function createServerTracker(options: {
   }
 
   /**
-   * Stopping, a connection whose newest response answered an upload early and closed with
-   * keep-alive (before stopping began, or with its head out before): Node reads the rest of the
-   * body and would keep the connection open after it; no request of ours is left on it, so the
-   * reaper would take the body for a request head still arriving and leave it open to the deadline.
-   * It is closed as a last response's would be, once the rest has been read or DISCARD_LIMIT_MS.
+   * A body nobody reads: Node dumps the body of a request whose response finished while the app was
+   * not reading it (no 'data' listener left), and one the app paused after answering is read by no
+   * one. An app still reading after answering (`res.end(); req.pipe(file)`) has a listener on it.
    */
-  function closeAfterUnread(connection: Connection): void {
+  function isUnread(req: IncomingMessage, connection: Connection): boolean {
+    return (
+      req.socket === connection.socket &&
+      req.listenerCount('data') === 0 &&
+      req.listenerCount('readable') === 0
+    )
+  }
+
+  /**
+   * Stopping, a connection whose newest response answered an upload early with keep-alive (before
+   * stopping began, or with its head out before): the reaper would take the rest of the body for a
+   * request head on its way and leave the connection open to the deadline. It waits for the body
+   * instead (thrown away, resumed if the app paused it), then takes the connection as idle since
+   * then: a request that follows is served as the connection's last, or it is closed once quiet. A
+   * client still sending after DISCARD_LIMIT_MS is closed (the FIN, then the socket).
+   */
+  function awaitUnread(connection: Connection): void {
     const req = connection.unread as IncomingMessage
-    connection.unread = undefined
-    // Whatever follows the body on this connection is pipelined behind its last response.
-    connection.hasLastRequest = true
-    discardThenClose(connection.socket, req, clock.now() + DISCARD_LIMIT_MS)
+    const { socket } = connection
+    const stop = () => {
+      clock.clearTimeout(timer)
+      req.off('end', read)
+      socket.off('close', stop)
+    }
+    const read = () => {
+      stop()
+      connection.unread = undefined
+      connection.idleSince = clock.now()
+      scheduleReap(idleGraceMs)
+    }
+    const timer = clock.setTimeout(() => {
+      stop()
+      connection.unread = undefined
+      // Whatever still follows on this connection is pipelined behind what it was last answered.
+      connection.hasLastRequest = true
+      if (socket.writable) socket.end()
+      socket.destroySoon()
+    }, DISCARD_LIMIT_MS)
+    req.once('end', read)
+    // Closed some other way (a reset, the deadline): nothing left to wait for.
+    socket.once('close', stop)
+    req.resume()
   }
 
   /**
@@ -757,7 +792,7 @@ export function createServerTracker(options: {
     for (const connection of connections) {
       if (connection.upgraded) continue
       if (connection.pending.length === 0) {
-        if (connection.unread !== undefined && !connection.unread.complete) closeAfterUnread(connection)
+        if (connection.unread !== undefined && !connection.unread.complete) awaitUnread(connection)
         else connection.unread = undefined
         continue
       }
@@ -832,8 +867,9 @@ export function createServerTracker(options: {
         }
         entry?.tracked.push(socket)
       }
-      // Still being written to a slow client: its close (or its socket's) schedules the next check.
-      if (connection.pending.length > 0 || connection.upgraded) continue
+      // Still being written to a slow client, or still reading an upload answered early: its close
+      // (or the body's end, or its socket's close) schedules the next check.
+      if (connection.pending.length > 0 || connection.upgraded || connection.unread !== undefined) continue
       // A last response makes Node end its socket; one whose head had gone out with keep-alive
       // before it was marked (a server discovered late) leaves it open: idle like any other.
       if (connection.hasLastRequest && socket.writableEnded) continue

@@ -293,7 +293,7 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
    */
   let drainDelayWarned = !process.env.KUBERNETES_SERVICE_HOST || opts.drainDelayMs !== 0
   function warnOfNoDrainDelay(): void {
-    if (drainDelayWarned) return
+    if (drainDelayWarned || atLeast('closing')) return
     drainDelayWarned = true
     log.warn(
       { drainDelayMs: 0 },
@@ -301,8 +301,9 @@ export function createShutdownFrom(opts: ResolvedOptions): Shutdown {
     )
   }
   function attachServer(server: AttachableServer): void {
+    const isNew = !tracker.has(server)
     tracker.attach(server)
-    if (drainDelayWarned) return
+    if (drainDelayWarned || !isNew) return
     if (server.listening) warnOfNoDrainDelay()
     else server.once('listening', warnOfNoDrainDelay)
   }

@@ -63,15 +63,15 @@ function createCoordinator(): SignalCoordinator {
   const handlers = new Map<string, () => void>()
   let signalCount = 0
   let previous: { signal: string; at: number } | undefined
-  /** Per signal, how many other listeners were there (and warned of) when ours was installed. */
-  const othersAtInstall = new Map<string, number>()
+  /** Per signal, the other listeners there (and warned of) when ours was installed. */
+  const othersAtInstall = new Map<string, Set<unknown>>()
 
   function sync(): void {
     const wanted = new Set([...members].flatMap((member) => member.signals))
     for (const signal of wanted) {
       if (handlers.has(signal)) continue
       const others = process.listenerCount(signal)
-      othersAtInstall.set(signal, others)
+      othersAtInstall.set(signal, new Set(process.listeners(signal as NodeJS.Signals)))
       if (others > 0) {
         first()?.log.warn(
           { signal, listeners: others },
@@ -138,12 +138,12 @@ function createCoordinator(): SignalCoordinator {
    * ends the process, or closes the app, cuts the drain short.
    */
   function warnOfLaterListeners(signal: string): void {
-    const ours = new Set(handlers.values())
-    const others = process
+    const ours = new Set<unknown>(handlers.values())
+    const before = othersAtInstall.get(signal)
+    const later = process
       .listeners(signal as NodeJS.Signals)
-      .filter((listener) => !ours.has(listener as () => void))
-    const later = others.length - (othersAtInstall.get(signal) ?? 0)
-    if (later <= 0) return
+      .filter((listener) => !ours.has(listener) && !before?.has(listener)).length
+    if (later === 0) return
     first()?.log.warn(
       { signal, listeners: later },
       `${later} other ${signal} listener(s) added after lameduck's run beside it (close-with-grace, for one); one that exits the process or closes the app cuts the drain short`,

@@ -7,7 +7,6 @@ import {
   keepAliveAgent,
   listen,
   parseResponses,
-  type RawConnection,
   rawConnect,
   rawRequest,
   request,
@@ -15,7 +14,7 @@ import {
   within,
 } from '@lameduck/test-utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createShutdown, type Shutdown, type ShutdownReport, writeRefusal } from '../src/index.js'
+import { createShutdown, type Shutdown, writeRefusal } from '../src/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 
 let app: TestApp | undefined
@@ -172,57 +171,101 @@ describe('keep-alive connections through a shutdown', () => {
 
   describe('an upload answered early with keep-alive, its rest still coming when stopping begins', () => {
     const chunk = Buffer.alloc(64 * 1024, 'x')
-    const head = `POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${chunk.length * 64}\r\n\r\n`
+    const head = (chunks: number) =>
+      `POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: ${chunk.length * chunks}\r\n\r\n`
 
     /**
-     * A fake clock (no stall check nor deadline fires unless a test moves it), a server answering
-     * `/upload` with `answer` without reading it, and a connection that has sent the head and a
-     * first chunk of a 4 MiB upload.
+     * A fake clock (nothing timed happens unless a test moves it), a server answering `/upload` with
+     * `upload(req, res)` and anything else with its path, and a connection that has sent the head of
+     * a `chunks`-chunk upload and its first chunk, and has the answer. `serverRead()` is how many
+     * bytes the server's socket has read.
      */
-    async function uploading(answer: (res: http.ServerResponse) => void) {
+    async function answeredEarly(
+      chunks: number,
+      upload: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+    ) {
       const clock = createFakeClock()
       const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 10_000, clock })
-      const { port } = await startServer(shutdown, answer)
-      const raw = await rawConnect(port)
-      raw.socket.on('error', () => {}) // writes after the server's FIN fail, as for any client
-      raw.write(head)
+      const sockets: net.Socket[] = []
+      const server = http.createServer((req, res) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        if (req.url === '/upload') upload(req, res)
+        else res.end(`answered ${req.url}`)
+      })
+      server.on('connection', (socket: net.Socket) => sockets.push(socket))
+      shutdown.attach(server)
+      servers.push(server)
+      const raw = await rawConnect(await listen(server))
+      raw.socket.on('error', () => {})
+      raw.write(head(chunks))
       raw.write(chunk)
-      return { shutdown, raw }
+      await raw.waitFor(/^HTTP\/1\.1 20[02] [\s\S]*\r\nConnection: keep-alive\r\n[\s\S]*\r\n\r\n$/)
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      const serverRead = () => sockets[0]?.bytesRead ?? 0
+      /** Moves the clock, then lets a check it fired run (the reaper waits for the poll phase). */
+      const advance = async (ms: number) => {
+        await clock.advance(ms)
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+      return { shutdown, raw, report, serverRead, advance }
     }
 
-    /** Stopping, the client sends more of the body: the connection closes once that is read. */
-    async function expectClosedOnceRead(
-      shutdown: Shutdown,
-      raw: RawConnection,
-      report: Promise<ShutdownReport>,
-    ) {
-      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
-      raw.write(chunk) // the rest keeps coming, until the server's FIN stops the client
+    it('closes a connection whose client is still sending 2 s after stopping began, not at the deadline', async () => {
+      const { raw, report, serverRead, advance } = await answeredEarly(64, (_req, res) =>
+        res.writeHead(200, { 'content-length': '0' }).end(),
+      )
+      // Each second the reaper would see the body's bytes as a request head still coming in.
+      for (let second = 0; second < 2; second++) {
+        const before = serverRead()
+        raw.write(chunk)
+        await until(() => serverRead() > before, 2_000, 'the server to read the chunk')
+        await advance(1_000)
+      }
       const { data } = await within(2_000, raw.closed, 'the connection to close')
-      expect(data).toMatch(/^HTTP\/1\.1 401 [\s\S]*\r\nConnection: keep-alive\r\n/)
+      expect(parseResponses(data).map((r) => [r.status, r.headers.connection])).toEqual([[200, 'keep-alive']])
       const done = await within(2_000, report, 'the report')
       expect(done.graceful).toBe(true)
       expect(done.connectionsDestroyed).toBe(0)
-    }
-
-    it('closes the connection once the rest is read, without waiting for a timer: answered before stopping began', async () => {
-      const { shutdown, raw } = await uploading((res) => res.writeHead(401, { 'content-length': '0' }).end())
-      await raw.waitFor(/^HTTP\/1\.1 401 [\s\S]*\r\n\r\n$/)
-      await expectClosedOnceRead(shutdown, raw, shutdown.close('test'))
     })
 
-    it('closes the connection once the rest is read, without waiting for a timer: its head out before stopping began, its end after', async () => {
-      const end = deferred()
-      const { shutdown, raw } = await uploading((res) => {
-        res.writeHead(401, { 'content-length': '3' }).write('no')
-        void end.promise.then(() => res.end('!'))
+    it('serves a request that follows the rest of the body as the connection’s last', async () => {
+      const { raw, report, advance } = await answeredEarly(2, (_req, res) =>
+        res.writeHead(200, { 'content-length': '0' }).end(),
+      )
+      raw.write(Buffer.concat([chunk, Buffer.from(rawRequest('GET', '/next'))]))
+      const { data } = await within(2_000, raw.closed, 'the connection to close')
+      expect(parseResponses(data).map((r) => [r.status, r.body, r.headers.connection])).toEqual([
+        [200, '', 'keep-alive'],
+        [200, 'answered /next', 'close'],
+      ])
+      await advance(0)
+      const done = await within(2_000, report, 'the report')
+      expect(done.graceful).toBe(true)
+      expect(done.requests).toMatchObject({ completed: 1, refused: 0 })
+    })
+
+    it('leaves an app that goes on reading after answering (res.end(), then the body) every byte', async () => {
+      let received = 0
+      const ended = deferred()
+      const { raw, report, advance } = await answeredEarly(8, (req, res) => {
+        res.writeHead(202, { 'content-length': '0' }).end()
+        req.on('data', (data: Buffer) => {
+          received += data.length
+        })
+        req.on('end', () => ended.resolve())
       })
-      await raw.waitFor(/^HTTP\/1\.1 401 [\s\S]*\r\n\r\nno$/)
-      const report = shutdown.close('test')
-      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
-      end.resolve()
-      await raw.waitFor('no!')
-      await expectClosedOnceRead(shutdown, raw, report)
+      // A chunk at a time, each once the app has the one before: a client still uploading.
+      for (let i = 1; i < 8; i++) {
+        await until(() => received === chunk.length * i, 2_000, `the app to read chunk ${i}`)
+        raw.write(chunk)
+      }
+      await within(2_000, ended.promise, 'the app to read the whole body')
+      expect(received).toBe(chunk.length * 8)
+      // Idle from then on: closed once the server has been quiet for idleGraceMs.
+      await advance(1_000)
+      expect((await within(2_000, raw.closed, 'the connection to close')).error).toBeUndefined()
+      expect((await within(2_000, report, 'the report')).graceful).toBe(true)
     })
   })
 

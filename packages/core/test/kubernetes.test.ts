@@ -41,6 +41,20 @@ describe('in Kubernetes (KUBERNETES_SERVICE_HOST set) with drainDelayMs 0', () =
     await shutdown.close('test')
   })
 
+  it('adds one listener however often a server is attached, and never warns once the Shutdown is closed', async () => {
+    process.env.KUBERNETES_SERVICE_HOST = '10.0.0.1'
+    const { logger, drainDelayWarnings } = capture()
+    const shutdown = createShutdown({ signals: false, logger })
+    const late = server()
+    shutdown.attach(late)
+    const listeners = late.listenerCount('listening')
+    for (let i = 0; i < 12; i++) shutdown.attach(late)
+    expect(late.listenerCount('listening')).toBe(listeners)
+    await shutdown.close('test')
+    await listen(late)
+    expect(drainDelayWarnings()).toEqual([])
+  })
+
   it('warns for a server already listening when attached, and never with a drain delay or outside Kubernetes', async () => {
     process.env.KUBERNETES_SERVICE_HOST = '10.0.0.1'
     const zero = capture()

@@ -230,9 +230,11 @@ describe('signals and the process', () => {
     expect(app.output().match(/other SIGTERM listener/g)).toHaveLength(1)
   })
 
-  it('warns at the signal about other SIGTERM listeners added after it', async () => {
-    const app = await start({}, { FIXTURE_LATE_OTHER_LISTENER: '1' })
-    expect(app.output()).not.toContain('other SIGTERM listener')
+  it.each([
+    ['beside none', { FIXTURE_LATE_OTHER_LISTENER: '1' }],
+    ['in place of one there before', { FIXTURE_OTHER_LISTENER: '1', FIXTURE_LATE_OTHER_LISTENER: 'instead' }],
+  ])('warns at the signal about another SIGTERM listener added after it, %s', async (_, env) => {
+    const app = await start({}, env)
     app.kill('SIGTERM')
     const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
