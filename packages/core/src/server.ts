@@ -50,12 +50,12 @@ interface Connection {
   headBytes: number
   headSince: number
   /**
-   * The request of the newest response to close, when it closed with the request's body unread and
-   * nobody reading it (an upload answered early, a 401 or a 413): Node reads and discards the rest,
-   * and until that ends the connection is neither idle nor carrying a new request. While stopping,
-   * the reaper leaves it alone until the body has ended (or DISCARD_LIMIT_MS). Undefined otherwise.
+   * The request of the newest response to close, when its body had not all arrived by then (an
+   * upload answered early, a 401 or a 413, which Node reads and throws away; or one the app goes on
+   * reading after answering): until it ends the connection is neither idle nor carrying a new
+   * request. While stopping, the reaper leaves it alone until the body has ended. Undefined otherwise.
    */
-  unread: IncomingMessage | undefined
+  bodyPending: IncomingMessage | undefined
 }
 
 /** What the connection bookkeeping tells the shutdown. */
@@ -173,7 +173,7 @@ export function createServerTracker(options: {
       upgraded: false,
       headBytes: -1,
       headSince: Number.NEGATIVE_INFINITY,
-      unread: undefined,
+      bodyPending: undefined,
     }
     tracked[CONNECTION] = connection
     if (connection.index === -1) return connection
@@ -317,12 +317,12 @@ export function createServerTracker(options: {
     }
     if (pending.length === 0) {
       const req = (response as { req?: IncomingMessage }).req
-      if (req !== undefined && !req.complete && isUnread(req, connection)) connection.unread = req
-      else if (connection.unread !== undefined) connection.unread = undefined
-      // A response whose head went out with keep-alive before stopping began answered an upload
-      // early: the connection is idle once the rest has been read. (A last response's socket is
-      // closed after it anyway, by closeAfterBody().)
-      if (stopping && connection.unread !== undefined) awaitUnread(connection)
+      if (req !== undefined && !req.complete && req.socket === connection.socket) connection.bodyPending = req
+      else if (connection.bodyPending !== undefined) connection.bodyPending = undefined
+      // A response whose head went out with keep-alive before stopping began answered before its
+      // upload had arrived: the connection is idle once the rest has. (A last response's socket is
+      // closed after it anyway, by closeAfterBody(); waiting here too changes nothing for it.)
+      if (stopping && connection.bodyPending !== undefined) awaitBody(connection)
       else if (stopping) {
         connection.idleSince = clock.now()
         scheduleReap(idleGraceMs)
@@ -375,48 +375,59 @@ export function createServerTracker(options: {
    * not reading it (no 'data' listener left), and one the app paused after answering is read by no
    * one. An app still reading after answering (`res.end(); req.pipe(file)`) has a listener on it.
    */
-  function isUnread(req: IncomingMessage, connection: Connection): boolean {
-    return (
-      req.socket === connection.socket &&
-      req.listenerCount('data') === 0 &&
-      req.listenerCount('readable') === 0
-    )
+  function isUnread(req: IncomingMessage): boolean {
+    return req.listenerCount('data') === 0 && req.listenerCount('readable') === 0
   }
 
   /**
-   * Stopping, a connection whose newest response answered an upload early with keep-alive (before
-   * stopping began, or with its head out before): the reaper would take the rest of the body for a
-   * request head on its way and leave the connection open to the deadline. It waits for the body
-   * instead (thrown away, resumed if the app paused it), then takes the connection as idle since
-   * then: a request that follows is served as the connection's last, or it is closed once quiet. A
-   * client still sending after DISCARD_LIMIT_MS is closed (the FIN, then the socket).
+   * Stopping, a connection whose newest response answered before its upload had all arrived, with
+   * keep-alive (before stopping began, or with its head out before): the reaper would take the rest
+   * of the body for a request head on its way and close the connection under it once its bytes
+   * paused, or leave it open to the deadline while they kept coming. It waits for the body instead,
+   * then takes the connection as idle since then: a request that follows is served as the
+   * connection's last, or it is closed once quiet. A body nobody reads is thrown away (resumed, if
+   * the app paused it), and a client still sending it after DISCARD_LIMIT_MS is closed (the FIN,
+   * then the socket); one the app reads is the app's to finish, within the deadline.
    */
-  function awaitUnread(connection: Connection): void {
-    const req = connection.unread as IncomingMessage
+  function awaitBody(connection: Connection): void {
+    const req = connection.bodyPending as IncomingMessage
     const { socket } = connection
+    // Already over: a reset seen first by the response (its 'close' runs inside the socket's when
+    // the connection was tracked late), or the request destroyed.
+    if (socket.destroyed || req.destroyed || req.complete) {
+      connection.bodyPending = undefined
+      if (!socket.destroyed) {
+        connection.idleSince = clock.now()
+        scheduleReap(idleGraceMs)
+      }
+      return
+    }
     const stop = () => {
-      clock.clearTimeout(timer)
+      if (timer !== undefined) clock.clearTimeout(timer)
       req.off('end', read)
       socket.off('close', stop)
     }
     const read = () => {
       stop()
-      connection.unread = undefined
+      connection.bodyPending = undefined
       connection.idleSince = clock.now()
       scheduleReap(idleGraceMs)
     }
-    const timer = clock.setTimeout(() => {
-      stop()
-      connection.unread = undefined
-      // Whatever still follows on this connection is pipelined behind what it was last answered.
-      connection.hasLastRequest = true
-      if (socket.writable) socket.end()
-      socket.destroySoon()
-    }, DISCARD_LIMIT_MS)
+    const unread = isUnread(req)
+    const timer = unread
+      ? clock.setTimeout(() => {
+          stop()
+          connection.bodyPending = undefined
+          // Whatever still follows on this connection is pipelined behind what it was last answered.
+          connection.hasLastRequest = true
+          if (socket.writable) socket.end()
+          socket.destroySoon()
+        }, DISCARD_LIMIT_MS)
+      : undefined
     req.once('end', read)
     // Closed some other way (a reset, the deadline): nothing left to wait for.
     socket.once('close', stop)
-    req.resume()
+    if (unread) req.resume()
   }
 
   /**
@@ -792,8 +803,8 @@ export function createServerTracker(options: {
     for (const connection of connections) {
       if (connection.upgraded) continue
       if (connection.pending.length === 0) {
-        if (connection.unread !== undefined && !connection.unread.complete) awaitUnread(connection)
-        else connection.unread = undefined
+        if (connection.bodyPending !== undefined && !connection.bodyPending.complete) awaitBody(connection)
+        else connection.bodyPending = undefined
         continue
       }
       // The newest response is this connection's last: everything before it is answered as usual,
@@ -869,7 +880,8 @@ export function createServerTracker(options: {
       }
       // Still being written to a slow client, or still reading an upload answered early: its close
       // (or the body's end, or its socket's close) schedules the next check.
-      if (connection.pending.length > 0 || connection.upgraded || connection.unread !== undefined) continue
+      if (connection.pending.length > 0 || connection.upgraded || connection.bodyPending !== undefined)
+        continue
       // A last response makes Node end its socket; one whose head had gone out with keep-alive
       // before it was marked (a server discovered late) leaves it open: idle like any other.
       if (connection.hasLastRequest && socket.writableEnded) continue

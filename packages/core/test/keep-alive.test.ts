@@ -1,5 +1,6 @@
 import http from 'node:http'
 import net from 'node:net'
+import { Writable } from 'node:stream'
 import {
   closeServer,
   createFakeClock,
@@ -208,7 +209,7 @@ describe('keep-alive connections through a shutdown', () => {
         await clock.advance(ms)
         await new Promise<void>((resolve) => setImmediate(resolve))
       }
-      return { shutdown, raw, report, serverRead, advance }
+      return { shutdown, raw, report, serverRead, advance, serverSocket: () => sockets[0] }
     }
 
     it('closes a connection whose client is still sending 2 s after stopping began, not at the deadline', async () => {
@@ -243,6 +244,67 @@ describe('keep-alive connections through a shutdown', () => {
       const done = await within(2_000, report, 'the report')
       expect(done.graceful).toBe(true)
       expect(done.requests).toMatchObject({ completed: 1, refused: 0 })
+    })
+
+    it('leaves an app that reads slowly after answering every byte, however long its reads pause', async () => {
+      let received = 0
+      const ended = deferred()
+      const go = deferred()
+      const { raw, report, advance, serverSocket } = await answeredEarly(8, (req, res) => {
+        res.writeHead(202, { 'content-length': '0' }).end()
+        // Backpressure: the app's destination takes nothing more until the test says so.
+        const slow = new Writable({
+          highWaterMark: 1,
+          write(data: Buffer, _encoding, callback) {
+            received += data.length
+            if (received >= chunk.length) void go.promise.then(() => callback())
+            else callback()
+          },
+        })
+        req.pipe(slow)
+        req.on('end', () => ended.resolve())
+      })
+      for (let i = 1; i < 8; i++) raw.write(chunk)
+      await until(() => received >= chunk.length, 2_000, 'the app to block')
+      // Its bytes have stopped coming for far longer than a stalled request head may take.
+      for (let step = 0; step < 6; step++) await advance(500)
+      expect(serverSocket()?.destroyed).toBe(false)
+      go.resolve()
+      await within(2_000, ended.promise, 'the app to read the whole body')
+      expect(received).toBe(chunk.length * 8)
+      await advance(1_000)
+      expect((await within(2_000, raw.closed, 'the connection to close')).error).toBeUndefined()
+      expect((await within(2_000, report, 'the report')).graceful).toBe(true)
+    })
+
+    it('leaves no timer behind when a connection seen first at its request is reset mid-upload', async () => {
+      const clock = createFakeClock()
+      const shutdown = createShutdown({ signals: false, logger: false, timeoutMs: 10_000, clock })
+      const answered = deferred()
+      const server = http.createServer((req, res) => {
+        if (!shutdown.admit(req, res)) return writeRefusal(req, res, shutdown.refusal(req))
+        req.resume() // the body flows (thrown away) while the answer waits
+        answered.resolve()
+      })
+      const sockets: net.Socket[] = []
+      server.on('connection', (socket: net.Socket) => sockets.push(socket))
+      servers.push(server)
+      const port = await listen(server)
+      // Opened before attach(): its socket is tracked at its request, after Node's own listeners.
+      const raw = await rawConnect(port)
+      raw.socket.on('error', () => {})
+      shutdown.attach(server)
+      raw.write(head(64))
+      raw.write(chunk)
+      await within(2_000, answered.promise, 'the request to reach the app')
+      const report = shutdown.close('test')
+      await until(() => shutdown.state === 'stopping', 2_000, 'stopping')
+      raw.socket.resetAndDestroy()
+      await until(() => sockets[0]?.closed === true, 2_000, 'the server to see the reset')
+      await clock.advance(100)
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      await within(2_000, report, 'the report')
+      expect(clock.pending).toBe(0)
     })
 
     it('leaves an app that goes on reading after answering (res.end(), then the body) every byte', async () => {
