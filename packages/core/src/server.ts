@@ -323,12 +323,15 @@ export function createServerTracker(options: {
       // upload had arrived: the connection is idle once the rest has. (A last response's socket is
       // closed after it anyway, by closeAfterBody(); waiting here too changes nothing for it.)
       if (stopping && connection.bodyPending !== undefined) awaitBody(connection)
-      else if (stopping) {
-        connection.idleSince = clock.now()
-        scheduleReap(idleGraceMs)
-      }
+      else if (stopping) idleFromNow(connection)
     }
     watcher?.closed()
+  }
+
+  /** Stopping, `connection` has gone idle: reaped once it and the server have been quiet long enough. */
+  function idleFromNow(connection: Connection): void {
+    connection.idleSince = clock.now()
+    scheduleReap(idleGraceMs)
   }
 
   /** The HTTP/1 connection `req` came on, if tracked. */
@@ -366,7 +369,29 @@ export function createServerTracker(options: {
     const closeBy = clock.now() + DISCARD_LIMIT_MS
     const restore = replaceOwn(req.socket, 'destroySoon', function destroyAfterBody(this: Socket): void {
       restore()
-      discardThenClose(this, req, closeBy)
+      const left = closeBy - clock.now()
+      if (req.complete || refused.has(req) || this.destroyed || left <= 0) {
+        this.destroySoon()
+        return
+      }
+      if (this.writable) this.end()
+      const stop = () => {
+        clock.clearTimeout(timer)
+        req.off('end', close)
+        this.off('end', close)
+        this.off('close', stop)
+      }
+      // Node's own destroySoon() (put back above): destroyed once the response's bytes are out.
+      const close = () => {
+        stop()
+        this.destroySoon()
+      }
+      const timer = clock.setTimeout(close, left)
+      req.once('end', close)
+      this.once('end', close)
+      // Closed some other way (a reset, the deadline): nothing left to wait for.
+      this.once('close', stop)
+      req.resume()
     })
   }
 
@@ -396,10 +421,7 @@ export function createServerTracker(options: {
     // the connection was tracked late), or the request destroyed.
     if (socket.destroyed || req.destroyed || req.complete) {
       connection.bodyPending = undefined
-      if (!socket.destroyed) {
-        connection.idleSince = clock.now()
-        scheduleReap(idleGraceMs)
-      }
+      if (!socket.destroyed) idleFromNow(connection)
       return
     }
     const stop = () => {
@@ -410,8 +432,7 @@ export function createServerTracker(options: {
     const read = () => {
       stop()
       connection.bodyPending = undefined
-      connection.idleSince = clock.now()
-      scheduleReap(idleGraceMs)
+      idleFromNow(connection)
     }
     const unread = isUnread(req)
     const timer = unread
@@ -428,36 +449,6 @@ export function createServerTracker(options: {
     // Closed some other way (a reset, the deadline): nothing left to wait for.
     socket.once('close', stop)
     if (unread) req.resume()
-  }
-
-  /**
-   * Sends the FIN, then closes `socket` (Node's destroySoon(): once its bytes are out) when the rest
-   * of `req` has been read and thrown away (resumed, should the app have paused it), the client has
-   * stopped sending, or at `closeBy`; at once when nothing is left to read.
-   */
-  function discardThenClose(socket: Socket, req: IncomingMessage, closeBy: number): void {
-    const left = closeBy - clock.now()
-    if (req.complete || refused.has(req) || socket.destroyed || left <= 0) {
-      socket.destroySoon()
-      return
-    }
-    if (socket.writable) socket.end()
-    const stop = () => {
-      clock.clearTimeout(timer)
-      req.off('end', close)
-      socket.off('end', close)
-      socket.off('close', stop)
-    }
-    const close = () => {
-      stop()
-      socket.destroySoon()
-    }
-    const timer = clock.setTimeout(close, left)
-    req.once('end', close)
-    socket.once('end', close)
-    // Closed some other way (a reset, the deadline): nothing left to wait for.
-    socket.once('close', stop)
-    req.resume()
   }
 
   function onCheckContinue(this: NetServer, req: IncomingMessage, res: ServerResponse): void {
@@ -803,8 +794,7 @@ export function createServerTracker(options: {
     for (const connection of connections) {
       if (connection.upgraded) continue
       if (connection.pending.length === 0) {
-        if (connection.bodyPending !== undefined && !connection.bodyPending.complete) awaitBody(connection)
-        else connection.bodyPending = undefined
+        if (connection.bodyPending !== undefined) awaitBody(connection)
         continue
       }
       // The newest response is this connection's last: everything before it is answered as usual,

@@ -70,12 +70,12 @@ function createCoordinator(): SignalCoordinator {
     const wanted = new Set([...members].flatMap((member) => member.signals))
     for (const signal of wanted) {
       if (handlers.has(signal)) continue
-      const others = process.listenerCount(signal)
-      othersAtInstall.set(signal, new Set(process.listeners(signal as NodeJS.Signals)))
-      if (others > 0) {
+      const others = process.listeners(signal as NodeJS.Signals)
+      othersAtInstall.set(signal, new Set(others))
+      if (others.length > 0) {
         first()?.log.warn(
-          { signal, listeners: others },
-          `${others} other ${signal} listener(s) already installed; they run beside lameduck and may exit the process before the drain ends`,
+          { signal, listeners: others.length },
+          `${others.length} other ${signal} listener(s) already installed; they run beside lameduck and may exit the process before the drain ends`,
         )
       }
       const handler = () => onSignal(signal)

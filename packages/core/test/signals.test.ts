@@ -16,6 +16,22 @@ const start = (options: object = {}, env: Record<string, string> = {}) =>
 
 afterEach(stopFixtures)
 
+type Fixture = Awaited<ReturnType<typeof startFixture>>
+
+/** A `/slow` request in flight, then `signals` sent: its response and the exit, each within 3 s. */
+async function signalDuringSlow(
+  app: Fixture,
+  signals: readonly NodeJS.Signals[] = ['SIGTERM'],
+  { port = app.port, ms = 300 } = {},
+) {
+  const slow = request(port, { path: `/slow?ms=${ms}` })
+  await app.waitForLine('received /slow')
+  for (const signal of signals) app.kill(signal)
+  const response = await within(3_000, slow, 'the slow response')
+  const exit = await within(3_000, app.exited, 'the process to exit')
+  return { response, exit }
+}
+
 describe('signals and the process', () => {
   it('exits 0 on SIGTERM promptly, not after the 60 s keep-alive timeout, hooks after the responses', async () => {
     const app = await start()
@@ -59,12 +75,8 @@ describe('signals and the process', () => {
     ],
   ] as const)('counts %s once', async (_, options, signals, logged) => {
     const app = await start(options)
-    const slow = request(app.port, { path: '/slow?ms=400' })
-    await app.waitForLine('received /slow')
-    for (const signal of signals) app.kill(signal)
-    const response = await within(3_000, slow, 'the slow response')
+    const { response, exit } = await signalDuringSlow(app, signals, { ms: 400 })
     expect(response.body).toBe('done /slow 0')
-    const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
     expect(app.output()).not.toContain('second signal')
     expect(app.output()).toMatch(logged)
@@ -74,11 +86,8 @@ describe('signals and the process', () => {
     'ends the process as Node would when the exit option is a function that %s, the failure logged',
     async (how) => {
       const app = await start({}, { FIXTURE_EXIT_THROWS: how })
-      const slow = request(app.port, { path: '/slow?ms=300' })
-      await app.waitForLine('received /slow')
-      app.kill('SIGTERM')
-      expect((await within(3_000, slow, 'the slow response')).status).toBe(200)
-      const exit = await within(3_000, app.exited, 'the process to exit')
+      const { response, exit } = await signalDuringSlow(app)
+      expect(response.status).toBe(200)
       expect(exit.code).toBe(0)
       expect(app.output()).toContain('exit function called with 0')
       expect(app.output()).toContain("the exit option's function failed; exit code 0")
@@ -87,12 +96,8 @@ describe('signals and the process', () => {
 
   it('survives an async statechange listener and an async logger that reject, serving what is in flight', async () => {
     const app = await start({}, { FIXTURE_ASYNC_REJECTS: '1' })
-    const slow = request(app.port, { path: '/slow?ms=300' })
-    await app.waitForLine('received /slow')
-    app.kill('SIGTERM')
-    const response = await within(3_000, slow, 'the slow response')
+    const { response, exit } = await signalDuringSlow(app)
     expect(response.body).toBe('done /slow 0')
-    const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
     expect(app.output()).toContain('hook: db closed')
     expect(app.output()).toContain('[async logger] a statechange listener rejected')
@@ -143,12 +148,10 @@ describe('signals and the process', () => {
     // SIGINT, then SIGTERM soon after: to the new Shutdown, a first signal, not a duplicate of the last.
     app.kill('SIGINT')
     const restarted = await app.waitForLine(/^restarted \d+/)
-    const slow = request(Number(restarted.split(' ')[1]), { path: '/slow?ms=300' })
-    await app.waitForLine('received /slow')
-    app.kill('SIGTERM')
-    const response = await within(3_000, slow, 'the slow response')
+    const { response, exit } = await signalDuringSlow(app, ['SIGTERM'], {
+      port: Number(restarted.split(' ')[1]),
+    })
     expect(response.body).toBe('done /slow')
-    const exit = await within(3_000, app.exited, 'the process to exit')
     expect(exit.code).toBe(0)
     const out = app.output()
     expect(out).not.toContain('second signal')
